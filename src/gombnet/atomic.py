@@ -1,0 +1,75 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename.
+
+An interrupted write (exception, Ctrl-C) removes the temporary file, so the target is
+either absent, the old version, or complete - never half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import GombnetError
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Return ``path`` as a Path after checking it can be written.
+
+    Raises
+    ------
+    GombnetError
+        If the file exists and ``overwrite`` is False, or its folder cannot be created
+        or written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise GombnetError(f"{path} exists; pass --overwrite to replace it")
+    if path.exists() and path.is_dir():
+        raise GombnetError(f"{path} is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GombnetError(f"cannot create folder {path.parent}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise GombnetError(f"cannot write to folder {path.parent}")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success it is renamed to ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        Final destination.
+    overwrite : bool
+        Replace an existing file. Otherwise an existing file raises GombnetError.
+    """
+    path = check_output_path(path, overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if path.exists() and not overwrite:  # created by someone else meanwhile
+            raise GombnetError(f"{path} exists; pass --overwrite to replace it")
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite)

@@ -1,0 +1,1 @@
+"""gombnet.simulation"""
