@@ -16,7 +16,6 @@ _API = {
     "load_preset": "gombnet.simulation.presets",
     "list_presets": "gombnet.simulation.presets",
     "simulate_sample": "gombnet.simulation.sample",
-    "simulate": "gombnet.data",
     "write_dataset": "gombnet.data",
     "read_dataset": "gombnet.data",
     "GombNet": "gombnet.nn.model",

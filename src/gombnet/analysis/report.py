@@ -1,0 +1,369 @@
+"""Run every analysis that fits a result folder and write figures, numbers and a report.
+
+Input: a folder written by ``gombnet predict`` (``atoms.csv``, ``summary.json``,
+``image.npy``). Output, in the same folder: ``analysis.json`` (every number),
+``bonds.png``, ``reconstruction.png``, for TMDs ``stacking.png`` and ``se_sites.png``, and
+``report.html`` (self-contained: figures embedded). Graphene gets C-C bonds, lattice
+constants and twist; TMDs get W-W lattice constants, twist, Se fraction per layer with
+Vegard's law, moiré stacking maps and the Se-site statistics.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import check_output_path, write_text_atomic
+from ..errors import GombnetError, check
+from . import bonds, composition, lattice, moire, stats
+
+CHALCOGEN_CLASSES = ("S2", "SSe", "Se2")
+GRAPHENE_BOND_MAX_ANGSTROM = 1.75  # C-C is 1.42 Å; second neighbours are at 2.46 Å
+OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
+                "se_sites.png")
+
+
+def json_safe(obj):
+    """Replace NaN/inf by None and numpy scalars/arrays by Python objects (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _positions(atoms: dict, layer: int, species) -> np.ndarray:
+    species = (species,) if isinstance(species, str) else tuple(species)
+    sel = (atoms["layer"] == layer) & np.isin(atoms["species"], species)
+    return np.column_stack([atoms["x_angstrom"][sel], atoms["y_angstrom"][sel]])
+
+
+def _try(fn, *args, **kwargs):
+    """Run one analysis; a GombnetError (too few atoms, ...) becomes {"error": message}."""
+    try:
+        return fn(*args, **kwargs)
+    except GombnetError as exc:
+        return {"error": str(exc)}
+
+
+def _as_dict(result):
+    return result.to_dict() if hasattr(result, "to_dict") else result
+
+
+def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom) -> tuple[dict, dict]:
+    """C-C bonds, lattice constant and orientation per layer, twist between layers 0 and 1.
+
+    ``fov_angstrom`` is the field of view (x_min, y_min, x_max, y_max) [Å]."""
+    out, distances = {"layers": {}}, {}
+    for layer in range(n_layers):
+        pos = _positions(atoms, layer, "C")
+        d = _try(bonds.nearest_neighbor_distances, pos, max_distance_angstrom=GRAPHENE_BOND_MAX_ANGSTROM,
+                 edge_exclusion_angstrom=2.0, field_of_view_angstrom=fov_angstrom)
+        area = (fov_angstrom[2] - fov_angstrom[0]) * (fov_angstrom[3] - fov_angstrom[1])
+        entry = {"n_atoms": int(len(pos)), "atoms_per_square_angstrom": len(pos) / area}
+        if isinstance(d, dict):
+            entry["bonds"] = d
+        else:
+            distances[layer] = d
+            entry["bonds"] = _as_dict(_try(bonds.bond_statistics, d))
+        entry["lattice"] = _as_dict(_try(lattice.measure_lattice, pos, kind="honeycomb",
+                                         field_of_view_angstrom=fov_angstrom))
+        out["layers"][f"layer{layer}"] = entry
+    if n_layers >= 2:
+        out["twist"] = _as_dict(_try(lattice.twist_angle, _positions(atoms, 0, "C"), _positions(atoms, 1, "C"),
+                                     kind="honeycomb"))
+    return out, distances
+
+
+def tmd_analysis(atoms: dict, n_layers: int, class_names, fov_angstrom, shape, pixel_size_angstrom: float,
+                 *, rng: np.random.Generator, n_bootstrap: int) -> tuple[dict, dict]:
+    """W-W lattice, W-X bonds, Se fraction and Vegard estimate per layer; twist; moiré maps."""
+    chalcogens = [c for c in class_names if c in CHALCOGEN_CLASSES]
+    out, extra = {"layers": {}}, {}
+    for layer in range(n_layers):
+        w = _positions(atoms, layer, "W")
+        x = _positions(atoms, layer, chalcogens)
+        counts = {c: int(np.sum((atoms["layer"] == layer) & (atoms["species"] == c))) for c in class_names}
+        entry = {"counts": counts}
+        entry["lattice"] = _as_dict(_try(lattice.measure_lattice, w, kind="triangular",
+                                         field_of_view_angstrom=fov_angstrom))
+        if len(w) and len(x):
+            d = _try(bonds.nearest_neighbor_distances, w, neighbors_angstrom=x, k=3, max_distance_angstrom=2.4,
+                     edge_exclusion_angstrom=3.0, field_of_view_angstrom=fov_angstrom)
+            entry["w_x_projected_bonds"] = d if isinstance(d, dict) else _as_dict(_try(bonds.bond_statistics, d))
+            if not isinstance(d, dict):
+                extra.setdefault("w_x", {})[layer] = d
+        if "SSe" in counts:
+            se = _try(composition.se_fraction, counts.get("S2", 0), counts.get("SSe", 0), counts.get("Se2", 0))
+            entry["se_fraction"] = _as_dict(se)
+            if not isinstance(se, dict):
+                entry["vegard_lattice_constant_angstrom"] = float(composition.vegard_lattice_constant(se.x))
+        out["layers"][f"layer{layer}"] = entry
+    if n_layers >= 2:
+        w_a, w_b = _positions(atoms, 0, "W"), _positions(atoms, 1, "W")
+        x_a, x_b = _positions(atoms, 0, chalcogens), _positions(atoms, 1, chalcogens)
+        out["twist"] = _as_dict(_try(lattice.twist_angle, w_a, w_b, kind="triangular",
+                                     chalcogens_a_angstrom=x_a, chalcogens_b_angstrom=x_b))
+        if min(len(w_a), len(w_b), len(x_a), len(x_b)) >= 3:
+            maps = moire.stacking_map(w_a, x_a, w_b, x_b, shape, pixel_size_angstrom, max_site_distance_angstrom=3.0)
+            extra["stacking"] = maps
+            finite = maps["stacking"][np.isfinite(maps["stacking"])]
+            out["stacking_map"] = {"median_angstrom": float(np.median(finite)) if finite.size else None,
+                                   "reference_values_angstrom": moire.stacking_reference_values()}
+            # Se sites: the Se-S columns of the layer with more Se (the exposed layer)
+            se_counts = [np.sum((atoms["layer"] == k) & (atoms["species"] == "SSe")) for k in range(2)]
+            exposed = int(np.argmax(se_counts))
+            sites = _positions(atoms, exposed, "SSe")
+            out["se_sites"] = {"layer": exposed, "n_sites": int(len(sites))}
+            if len(sites) >= 5 and finite.size >= 5:
+                values = moire.stacking_at(sites, w_a, x_a, w_b, x_b, max_site_distance_angstrom=3.0)
+                site_values = values["stacking"][np.isfinite(values["stacking"])]
+                comparison = _try(stats.compare_site_distributions, site_values, finite, rng=rng,
+                                  n_bootstrap=n_bootstrap)
+                out["se_sites"]["statistics"] = _as_dict(comparison)
+                if not isinstance(comparison, dict):
+                    extra["se_comparison"] = comparison
+                    extra["se_sites"] = sites
+    return out, extra
+
+
+def reconstruct(image: np.ndarray, atoms: dict, pixel_size_angstrom: float, *,
+                sigmas_angstrom=(0.2, 0.3, 0.4, 0.5, 0.65)) -> tuple[np.ndarray, dict]:
+    """Simulate an image from the found atoms and compare it with the input.
+
+    Each column is rendered with weight sum(Z^1.7) of its atoms, blurred by a Gaussian
+    whose width is chosen among ``sigmas_angstrom`` to maximise the correlation with the
+    input; the result is scaled to the input by least squares.
+
+    Returns
+    -------
+    reconstruction : (H, W) float32
+    numbers : dict
+        ``pearson_r``, ``sigma_angstrom``, ``rms_difference`` (in input units).
+    """
+    from ase.data import atomic_numbers
+
+    from ..report.outputs import column_elements
+    from ..simulation.imaging import render_haadf
+
+    weights = np.array([sum(atomic_numbers[e] ** 1.7 for e in column_elements(str(s)))
+                        for s in atoms["species"]], dtype=float)
+    img = np.asarray(image, np.float64)
+    best = None
+    for sigma in sigmas_angstrom:
+        sim = render_haadf(atoms["x_px"], atoms["y_px"], weights, img.shape,
+                           sigma_px=sigma / pixel_size_angstrom, pixel_size_angstrom=pixel_size_angstrom)
+        sim = sim.astype(np.float64)
+        r = float(np.corrcoef(sim.ravel(), img.ravel())[0, 1]) if sim.std() > 0 else float("nan")
+        if best is None or (np.isfinite(r) and r > best[0]):
+            best = (r, sigma, sim)
+    r, sigma, sim = best
+    design = np.column_stack([sim.ravel(), np.ones(sim.size)])
+    coef, *_ = np.linalg.lstsq(design, img.ravel(), rcond=None)
+    fitted = (design @ coef).reshape(img.shape)
+    return fitted.astype(np.float32), {"pearson_r": r, "sigma_angstrom": sigma,
+                                       "rms_difference": float(np.sqrt(np.mean((img - fitted) ** 2)))}
+
+
+def reconstruction_figure(image, reconstruction, numbers: dict):
+    """Input, reconstruction, difference and pixel correlation side by side (as Fig. 3b)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.4), constrained_layout=True)
+    axes = fig.subplots(1, 4)
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    for ax, data, title in ((axes[0], image, "input"), (axes[1], reconstruction, "reconstruction")):
+        ax.imshow(data, cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    diff = image - reconstruction
+    lim = float(np.percentile(np.abs(diff), 99.5)) or 1.0
+    im = axes[2].imshow(diff, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    axes[2].set_title("difference")
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
+    fig.colorbar(im, ax=axes[2], shrink=0.8)
+    step = max(1, image.size // 20000)
+    axes[3].scatter(reconstruction.ravel()[::step], image.ravel()[::step], s=1, alpha=0.3, color="#0072B2")
+    axes[3].set_xlabel("reconstruction")
+    axes[3].set_ylabel("input")
+    axes[3].set_title(f"r = {numbers['pearson_r']:.3f}")
+    return fig
+
+
+def _headline(material: str, result: dict) -> str:
+    parts = []
+    for name, layer in result.get("layers", {}).items():
+        if material == "graphene":
+            b = layer.get("bonds", {})
+            parts.append(f"{name} {layer['n_atoms']} C, C-C {b.get('mean', float('nan')):.3f} Å"
+                         if "mean" in b else f"{name} {layer['n_atoms']} C")
+        else:
+            a = layer.get("lattice", {}).get("a_angstrom")
+            text = f"{name} {sum(layer['counts'].values())} columns" + (f", a {a:.3f} Å" if a else "")
+            if "se_fraction" in layer and "x" in layer["se_fraction"]:
+                text += f", x(Se) {layer['se_fraction']['x']:.3f}"
+            parts.append(text)
+    twist = result.get("twist", {})
+    if "twist_deg" in twist:
+        parts.append(f"twist {twist['twist_deg']:.2f}°")
+    return "; ".join(parts)
+
+
+def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: int = 0,
+                   n_bootstrap: int = 1000) -> dict:
+    """Analyse one result folder of ``gombnet predict``; write figures, JSON and HTML there.
+
+    Parameters
+    ----------
+    folder : path-like
+    overwrite : bool
+        Replace earlier analysis files.
+    seed : int
+        Seed of the bootstrap resampling.
+    n_bootstrap : int
+        Bootstrap resamples for the Se-site statistics.
+
+    Returns
+    -------
+    dict
+        Every number (also written to ``analysis.json``), with a one-line ``headline``.
+    """
+    from ..report.figures import bond_length_figure, kde_comparison_figure, save_figure, stacking_map_figure
+    from ..report.outputs import read_atoms_csv, read_summary
+
+    folder = Path(folder)
+    check(folder.is_dir(), f"{folder}: no such result folder")
+    check(n_bootstrap >= 0, f"bootstrap resamples must be >= 0, got {n_bootstrap}")
+    for name in OUTPUT_FILES:
+        if (folder / name).exists():
+            check_output_path(folder / name, overwrite)
+    summary = read_summary(folder)
+    atoms = read_atoms_csv(folder / "atoms.csv")
+    image_path = folder / "image.npy"
+    check(image_path.is_file(), f"{folder}: image.npy missing")
+    image = np.load(image_path, allow_pickle=False)
+    px = float(summary["pixel_size_angstrom"])
+    n_layers, class_names = int(summary["n_layers"]), list(summary["class_names"])
+    fov = (image.shape[1] * px, image.shape[0] * px)
+    # the image covers pixel edges -0.5 .. n-0.5 [px] (pixel centres at integers)
+    box = (-0.5 * px, -0.5 * px, (image.shape[1] - 0.5) * px, (image.shape[0] - 0.5) * px)
+    material = "graphene" if class_names == ["C"] else "tmd" if "W" in class_names else "other"
+    result = {"material": material, "pixel_size_angstrom": px, "field_of_view_angstrom": list(fov),
+              "counts": summary.get("counts", {})}
+    figures = {}
+    if material == "graphene":
+        part, distances = graphene_analysis(atoms, n_layers, box)
+        result.update(part)
+        all_d = np.concatenate([np.zeros(0), *distances.values()])
+        if len(all_d) >= 3:
+            figures["bonds.png"] = bond_length_figure(all_d, stats=bonds.bond_statistics(all_d),
+                                                      title=f"C–C bonds, {len(distances)} layers")
+    elif material == "tmd":
+        part, extra = tmd_analysis(atoms, n_layers, class_names, box, image.shape, px,
+                                   rng=np.random.default_rng(seed), n_bootstrap=n_bootstrap)
+        result.update(part)
+        all_d = np.concatenate([np.zeros(0), *extra.get("w_x", {}).values()])
+        if len(all_d) >= 3:
+            figures["bonds.png"] = bond_length_figure(all_d, reference_angstrom=3.153 / math.sqrt(3),
+                                                      reference_label="WS2 (projected)", bond_label="W–X",
+                                                      title="projected W–chalcogen distances")
+        if "stacking" in extra:
+            figures["stacking.png"] = stacking_map_figure(extra["stacking"]["stacking"], px,
+                                                          sites_angstrom=extra.get("se_sites"),
+                                                          title="moiré stacking order")
+        if "se_comparison" in extra:
+            figures["se_sites.png"] = kde_comparison_figure(extra["se_comparison"])
+    if len(atoms["x_px"]):
+        recon, numbers = reconstruct(image, atoms, px)
+        result["reconstruction"] = numbers
+        figures["reconstruction.png"] = reconstruction_figure(image, recon, numbers)
+    try:
+        fft = lattice.fft_lattice(image, px)
+        result["fft"] = _as_dict(fft)
+    except GombnetError as exc:
+        result["fft"] = {"error": str(exc)}
+    result["headline"] = _headline(material, result)
+    result = json_safe(result)
+    for name, fig in figures.items():
+        save_figure(fig, folder / name, overwrite=True, dpi=150)
+    write_text_atomic(folder / "analysis.json", json.dumps(result, indent=2), overwrite=True)
+    write_text_atomic(folder / "report.html", html_report(folder, summary, result, list(figures)),
+                      overwrite=True)
+    return result
+
+
+def vegard_across(results: list[dict], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Vegard's-law plot (lattice constant vs Se fraction) of every TMD layer in ``results``."""
+    from ..report.figures import save_figure, vegard_figure
+
+    xs, x_err, a, a_err, labels = [], [], [], [], []
+    for k, res in enumerate(results):
+        for name, layer in res.get("layers", {}).items():
+            se, lat = layer.get("se_fraction") or {}, layer.get("lattice") or {}
+            if se.get("x") is not None and lat.get("a_angstrom") is not None:
+                xs.append(se["x"])
+                x_err.append(se.get("x_err") or 0.0)
+                a.append(lat["a_angstrom"])
+                a_err.append(lat.get("a_sem_angstrom") or lat.get("a_std_angstrom") or 0.0)
+                labels.append(f"{k}:{name}")
+    check(len(xs) > 0, "no layer with both a Se fraction and a lattice constant to plot")
+    fig = vegard_figure(np.array(xs), np.array(a), x_err=np.array(x_err), a_err_angstrom=np.array(a_err))
+    return save_figure(fig, path, overwrite=overwrite)
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _rows(d: dict, prefix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows.extend(_rows(v, key + " / "))
+        elif isinstance(v, list) and len(v) > 12:
+            continue  # curves and spot lists belong in analysis.json, not in the table
+        elif isinstance(v, float):
+            rows.append((key, f"{v:.5g}"))
+        else:
+            rows.append((key, html.escape(str(v))))
+    return rows
+
+
+def html_report(folder: Path, summary: dict, result: dict, figure_names: list[str]) -> str:
+    """One self-contained HTML page: the overlay, every figure and every number."""
+    images = [n for n in ["overlay.png", *figure_names] if (folder / n).is_file()]
+    source = html.escape(str(summary.get("source", {}).get("source", folder.name)))
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>gombnet report - {source}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+        "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}"
+        "table{border-collapse:collapse;font-size:0.9em}td{border:1px solid #ccc;padding:2px 8px}"
+        "</style></head><body>",
+        f"<h1>gombnet report</h1><p><b>{source}</b> - {html.escape(result.get('headline', ''))}</p>",
+        f"<p>model: {html.escape(str(summary.get('model', '')))}; pixel size {summary['pixel_size_angstrom']:.4f} Å/px; "
+        f"{summary.get('n_atoms', 0)} atoms</p>",
+    ]
+    for name in images:
+        parts.append(f"<h2>{html.escape(name[:-4])}</h2><img src='{_png_data_uri(folder / name)}' alt='{name}'>")
+    parts.append("<h2>numbers</h2><table>")
+    for key, value in _rows({"counts": summary.get("counts", {}),
+                             **{k: v for k, v in result.items() if k not in ("headline",)}}):
+        parts.append(f"<tr><td>{html.escape(key)}</td><td>{value}</td></tr>")
+    parts.append("</table><p>All numbers: analysis.json; atoms: atoms.csv.</p></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,325 @@
+"""The ``gombnet`` command line: parses, calls the Python API, prints.
+
+User mistakes (:class:`gombnet.errors.GombnetError`) print one line ``error: ...`` and exit
+with code 2; Ctrl-C exits with 130 and leaves no half-written file (writes are atomic).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import GombnetError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find every atom in HAADF-STEM images of twisted bilayers, per layer and species.")
+
+
+def _fail(message: str, code: int = 2):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """Turn user mistakes into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GombnetError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing half-written was kept", 130)
+
+    return wrapper
+
+
+def _echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@app.command()
+@user_errors
+def presets(details: bool = typer.Option(False, "--details", help="Print each preset's TOML.")):
+    """List the built-in simulation presets."""
+    from .simulation.presets import list_presets, load_preset
+
+    for name in list_presets():
+        p = load_preset(name)
+        typer.echo(f"{name:12s} {p.n_layers} layers, classes {', '.join(p.class_names)}, "
+                   f"{p.image_size_px}x{p.image_size_px} px")
+        if details:
+            typer.echo(getattr(p, "toml_text", ""))
+
+
+@app.command()
+@user_errors
+def simulate(
+    preset: str = typer.Option("graphene", help="Preset name (see `gombnet presets`) or a .toml file."),
+    n: int = typer.Option(2000, "--n", help="Number of images."),
+    seed: int = typer.Option(0, help="Seed of the whole dataset."),
+    out: Optional[Path] = typer.Option(None, help="Output HDF5 dataset file."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
+    size: Optional[int] = typer.Option(None, help="Override the preset image size [px]."),
+    preview: Optional[Path] = typer.Option(None, help="Write a PNG preview of a few samples."),
+    preview_samples: int = typer.Option(3, help="Samples in the preview."),
+    overwrite: bool = typer.Option(False, help="Replace existing output files."),
+):
+    """Simulate a training set of HAADF-STEM images with per-layer atom masks.
+
+    With --preview only, writes the preview PNG and no dataset.
+    """
+    import time
+
+    from .simulation.presets import load_preset
+
+    p = load_preset(preset)
+    if out is None and preview is None:
+        _fail("give --out for a dataset file and/or --preview for a PNG preview")
+    if preview is not None:
+        from .report.preview import save_preview
+
+        save_preview(p, preview, n_samples=preview_samples, seed=seed, overwrite=overwrite)
+        typer.echo(f"preview of {p.name} written to {preview}")
+    if out is not None:
+        from .data import write_dataset
+
+        t0 = time.perf_counter()
+        write_dataset(out, p, n, seed=seed, workers=workers, image_size_px=size, overwrite=overwrite,
+                      progress=sys.stderr.isatty())
+        dt = time.perf_counter() - t0
+        typer.echo(f"{n} {p.name} images written to {out} in {dt:.1f} s ({n / dt:.0f} images/s)")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Path = typer.Option(..., help="HDF5 dataset from `gombnet simulate`."),
+    out: Path = typer.Option(..., help="Run folder for weights, config and metrics."),
+    arch: str = typer.Option("gombnet", help="gombnet (one decoder per layer) or unet (single decoder)."),
+    loss: str = typer.Option("gomb", help="gomb, dice or bce."),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(4),
+    lr: float = typer.Option(1e-4, help="Adam learning rate."),
+    filters: str = typer.Option("32,64,128,256", help="Encoder widths, comma separated."),
+    dropout: float = typer.Option(0.2, help="Bottleneck dropout."),
+    alpha: float = typer.Option(2.0, help="False-positive weight of the Dice in the Gomb loss."),
+    normalized_dice: bool = typer.Option(False, help="Dice normalised so a perfect prediction gives loss 0."),
+    schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
+    augment: bool = typer.Option(True, help="Flips, turns, contrast and noise augmentation."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
+    max_train_images: Optional[int] = typer.Option(None, help="Use only the first N training images."),
+    config: Optional[Path] = typer.Option(None, help="JSON of training settings (e.g. from `gombnet tune`); "
+                                                     "command-line options given explicitly are ignored for keys it sets."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    overwrite: bool = typer.Option(False, help="Start afresh in an existing run folder."),
+):
+    """Train a Gomb-Net (or U-Net baseline) on a simulated dataset."""
+    from .nn.train import TrainConfig, train as run_training
+
+    try:
+        widths = tuple(int(f) for f in filters.split(","))
+    except ValueError:
+        _fail(f"--filters must be comma-separated integers, got {filters!r}")
+    settings = dict(arch=arch, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, filters=widths,
+                    dropout=dropout, alpha=alpha, normalized_dice=normalized_dice, schedule=schedule,
+                    augment=augment, seed=seed, device=device, max_train_images=max_train_images)
+    if config is not None:
+        if not config.is_file():
+            _fail(f"{config}: no such config file")
+        try:
+            loaded = json.loads(config.read_text())
+        except json.JSONDecodeError:
+            _fail(f"{config}: not valid JSON")
+        loaded = loaded.get("training", loaded)
+        unknown = sorted(set(loaded) - set(settings) - {"extra", "device", "epochs_done", "wall_seconds"})
+        if unknown:
+            _fail(f"{config}: unknown training settings {', '.join(unknown)}")
+        settings.update({k: (tuple(v) if k == "filters" else v) for k, v in loaded.items() if k in settings})
+    cfg = TrainConfig(**settings)
+    final = run_training(data, out, cfg, resume=resume, overwrite=overwrite, progress=sys.stderr.isatty(),
+                         log=typer.echo)
+    m = final.get("metrics", {})
+    typer.echo(f"best model (epoch {m.get('best_epoch')}, val mIoU {m.get('val_miou', float('nan')):.3f}) "
+               f"saved in {out}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: str = typer.Option(..., help="Run folder, model file or shipped model name."),
+    data: Path = typer.Option(..., help="HDF5 dataset with ground truth."),
+    split: str = typer.Option("test", help="train, val, test or all."),
+    radius_angstrom: float = typer.Option(0.5, help="Matching radius for atoms [Å]."),
+    threshold: float = typer.Option(0.5, help="Probability threshold for masks and atoms."),
+    max_images: Optional[int] = typer.Option(None, help="Evaluate only the first N images of the split."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
+    overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
+):
+    """Pixel and atom metrics of a model on simulated data with known atoms."""
+    from .atomic import check_output_path, write_text_atomic
+    from .evaluate import evaluate_model
+    from .metrics import format_table
+
+    if json_out is not None:
+        check_output_path(json_out, overwrite)
+    results = evaluate_model(model, data, split=split, radius_angstrom=radius_angstrom,
+                             threshold=threshold, max_images=max_images, progress=sys.stderr.isatty())
+    typer.echo(format_table(results))
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(results, indent=2), overwrite=overwrite)
+        typer.echo(f"all numbers written to {json_out}")
+
+
+TTA_CHOICES = {"none": None, "flips": ("identity", "flip_h", "flip_v", "rot90"), "d4": "d4"}
+
+
+def _result_names(files: List[Path]) -> list[str]:
+    """One folder name per input file: its stem, or its full name where stems collide."""
+    stems = [f.stem for f in files]
+    return [f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_") for f in files]
+
+
+def _run_batch(items, work, what: str) -> None:
+    """Run ``work(item)`` for each item; report failures at the end, exit 2 if any."""
+    failures = []
+    progress = None
+    if len(items) > 1 and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        task = progress.add_task(what, total=len(items))
+        progress.start()
+    try:
+        for item in items:
+            try:
+                work(item)
+            except GombnetError as exc:
+                failures.append((item, str(exc)))
+            if progress:
+                progress.advance(task)
+    finally:
+        if progress:
+            progress.stop()
+    if len(items) == 1 and failures:
+        item, message = failures[0]
+        _fail(message if Path(str(item)).name in message else f"{item}: {message}")
+    if failures:
+        typer.echo(f"error: {len(failures)} of {len(items)} failed:", err=True)
+        for item, message in failures:
+            typer.echo(f"  {item}: {message}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def predict(
+    files: List[Path] = typer.Argument(..., help="Microscope files (.emd, .dm3/.dm4, .ser, .tif, .mrc, .npy/.npz, .png)."),
+    model: str = typer.Option(..., help="Shipped model name (see `gombnet models`), run folder or model file."),
+    out: Path = typer.Option(Path("results"), help="Folder that receives one result folder per file."),
+    pixel_size: Optional[float] = typer.Option(None, help="Pixel size [Å/px], overriding the file's calibration."),
+    frame: str = typer.Option("sum", help="Frame stacks: 'sum' or a frame index."),
+    align_frames: bool = typer.Option(False, help="Align frames (rigid) before summing."),
+    threshold: float = typer.Option(0.5, help="Probability threshold for atoms."),
+    tta: str = typer.Option("none", help="Test-time augmentation: none, flips or d4 (adds an uncertainty map)."),
+    device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
+    analyze: bool = typer.Option(False, "--analyze", help="Also run `gombnet analyze` on each result."),
+    overwrite: bool = typer.Option(False, help="Replace existing result folders."),
+):
+    """Find the atoms of every layer in microscope images; one result folder per file."""
+    import time
+
+    from .inference.io import read_image
+    from .inference.predict import predict as run_predict
+    from .nn.checkpoint import load_model
+    from .report.outputs import write_prediction
+
+    if tta not in TTA_CHOICES:
+        _fail(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    try:
+        frame_value = frame if frame == "sum" else int(frame)
+    except ValueError:
+        _fail(f"--frame must be 'sum' or an integer, got {frame!r}")
+    loaded = load_model(model, device=device or "cpu")
+    names = dict(zip(files, _result_names(files)))
+
+    def work(path: Path) -> None:
+        folder = out / names[path]
+        if folder.exists() and not overwrite:
+            raise GombnetError(f"{folder} exists; pass --overwrite to replace it")
+        t0 = time.perf_counter()
+        image, px, meta = read_image(path, pixel_size_angstrom=pixel_size, frame=frame_value,
+                                     align_frames=align_frames)
+        try:
+            result = run_predict(image, loaded, pixel_size_angstrom=px, threshold=threshold,
+                                 tta=TTA_CHOICES[tta], device=device)
+        except GombnetError as exc:
+            raise GombnetError(f"{path.name}: {exc}") from None
+        result.timings["total_with_reading"] = time.perf_counter() - t0
+        write_prediction(folder, image, result, source=meta, model_name=model, overwrite=overwrite)
+        counts = "; ".join(f"{layer}: " + ", ".join(f"{n} {s}" for s, n in c.items())
+                           for layer, c in result.counts().items())
+        typer.echo(f"{path.name}: {counts} ({px:.4f} Å/px, {result.timings['total_with_reading']:.2f} s) -> {folder}")
+        if analyze:
+            from .analysis.report import analyze_folder
+
+            analyze_folder(folder, overwrite=True)
+
+    _run_batch(list(files), work, "predicting")
+
+
+@app.command()
+@user_errors
+def analyze(
+    folders: List[Path] = typer.Argument(..., help="Result folders written by `gombnet predict`."),
+    vegard: Optional[Path] = typer.Option(None, help="Also write a Vegard's-law plot across all folders here (PNG)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap resampling."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the Se-site statistics."),
+    overwrite: bool = typer.Option(False, help="Replace existing analysis files."),
+):
+    """Bond lengths, lattice and twist, composition, moiré stacking maps and an HTML report."""
+    from .analysis.report import analyze_folder, vegard_across
+
+    results = {}
+
+    def work(folder: Path) -> None:
+        results[folder] = analyze_folder(folder, overwrite=overwrite, seed=seed, n_bootstrap=bootstrap)
+        typer.echo(f"{folder}: {results[folder]['headline']} -> {folder / 'report.html'}")
+
+    try:
+        _run_batch(list(folders), work, "analysing")
+    finally:
+        if vegard is not None and len(results) > 0:
+            vegard_across(list(results.values()), vegard, overwrite=overwrite)
+            typer.echo(f"Vegard plot of {len(results)} results written to {vegard}")
+
+
+@app.command()
+@user_errors
+def models():
+    """List the models shipped with gombnet and their model cards."""
+    from .nn.checkpoint import WEIGHTS_DIR, list_shipped_models, read_config
+
+    names = list_shipped_models()
+    if not names:
+        typer.echo("no models are shipped in this installation")
+    for name in names:
+        card = read_config(WEIGHTS_DIR / f"{name}.json")
+        typer.echo(f"{name}: {', '.join(card['class_names'])} x {card['n_layers']} layers, "
+                   f"{card.get('pixel_size_angstrom', float('nan')):.3f} Å/px")
+        for key in ("description", "command"):
+            if key in card:
+                typer.echo(f"  {key}: {card[key]}")
+        if "test_metrics" in card:
+            typer.echo(f"  test metrics: {json.dumps(card['test_metrics'])}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

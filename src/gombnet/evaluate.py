@@ -1,0 +1,127 @@
+"""Evaluate a model on simulated images with known atoms.
+
+For every image ONE assignment of predicted branches to true layers is chosen (the best by
+Dice over all channels) and used for every metric - pixel metrics, atom detection,
+localisation and species. Atoms are extracted with :func:`gombnet.inference.atoms.find_atoms`,
+the same function ``gombnet predict`` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from .data import read_dataset
+from .errors import check
+from .inference.atoms import find_atoms
+from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
+from .nn.checkpoint import load_model
+from .nn.train import predict_probabilities
+
+
+def dopant_class(class_names) -> str | None:
+    """The class whose presence per layer is tracked (Se-S columns), if the data has one."""
+    return "SSe" if "SSe" in class_names else None
+
+
+def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
+                   class_names, pixel_size_angstrom: float, radius_angstrom: float = 0.5,
+                   threshold: float = 0.5) -> dict:
+    """Pixel and atom metrics of one image.
+
+    Parameters
+    ----------
+    probs : (C, H, W) float
+        Predicted probabilities, branches in the network's order.
+    true_masks : (C, H, W) {0, 1}
+    true_columns : dict
+        ``x_px``, ``y_px``, ``layer``, ``class`` of the true columns.
+    pixel_size_angstrom : float
+        [Å/px] of this image.
+    radius_angstrom : float
+        Matching radius [Å]. Atoms and columns closer than this to the image border are
+        left out of the atom metrics (a column just outside the frame shows part of its disk).
+
+    Returns
+    -------
+    dict with keys ``layer_perm``, ``pixel`` and ``atoms``.
+    """
+    truth = np.asarray(true_masks).astype(bool)
+    perm = best_layer_assignment(probs > threshold, truth, n_layers)
+    probs = permute_layers(probs, perm, n_layers)
+    pixel = pixel_metrics(probs > threshold, truth, n_layers, class_names)
+    found = find_atoms(probs, threshold=threshold)
+    # a column just outside the frame leaves part of its disk inside: compare atoms only
+    # away from the border, where a found atom and its true column are both visible
+    border_px = radius_angstrom / pixel_size_angstrom
+    h, w = truth.shape[-2:]
+    found = _inside(found, h, w, border_px)
+    true_columns = _inside(true_columns, h, w, border_px)
+    atoms = atom_metrics(found, true_columns, n_layers=n_layers, class_names=class_names,
+                         radius_px=radius_angstrom / pixel_size_angstrom,
+                         pixel_size_angstrom=pixel_size_angstrom, dopant_class=dopant_class(class_names))
+    return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms}
+
+
+def _inside(table: dict, h: int, w: int, border_px: float) -> dict:
+    x, y = np.asarray(table["x_px"]), np.asarray(table["y_px"])
+    keep = (x >= border_px - 0.5) & (x <= w - 0.5 - border_px) & (y >= border_px - 0.5) & (y <= h - 0.5 - border_px)
+    return {k: np.asarray(v)[keep] for k, v in table.items()}
+
+
+def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radius_angstrom: float = 0.5,
+                   threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
+                   progress: bool = False) -> dict:
+    """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
+
+    Returns
+    -------
+    dict
+        Aggregated metrics (see :func:`gombnet.metrics.aggregate`) plus ``meta``
+        (model, data, split, number of images, radius, threshold, seconds).
+    """
+    check(0 < threshold < 1, f"threshold must be in (0, 1), got {threshold}")
+    check(radius_angstrom > 0, f"matching radius must be > 0 Å, got {radius_angstrom}")
+    name = str(model)
+    if not isinstance(model, torch.nn.Module):
+        model = load_model(model)
+    config = model.gombnet_config
+    ds = read_dataset(data)
+    check(list(config["class_names"]) == list(ds.class_names) and config["n_layers"] == ds.n_layers,
+          f"model classes {config['class_names']} x {config['n_layers']} layers do not match the data's "
+          f"{ds.class_names} x {ds.n_layers} layers")
+    idx = ds.indices(split)
+    if max_images:
+        idx = idx[:max_images]
+    check(len(idx) > 0, f"{data}: the {split} split is empty")
+    t0 = time.perf_counter()
+    per_image = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        task = bar.add_task("evaluating", total=len(idx))
+        bar.start()
+    try:
+        for start in range(0, len(idx), batch_size):
+            batch = idx[start:start + batch_size]
+            probs = predict_probabilities(model, ds.images[np.sort(batch)], batch_size=batch_size)
+            for i, p in zip(np.sort(batch), probs):
+                per_image.append(evaluate_image(
+                    p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers, class_names=ds.class_names,
+                    pixel_size_angstrom=ds.pixel_size_angstrom(i), radius_angstrom=radius_angstrom,
+                    threshold=threshold))
+                if bar:
+                    bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+    results = aggregate(per_image)
+    results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
+                       "radius_angstrom": radius_angstrom, "threshold": threshold,
+                       "seconds": round(time.perf_counter() - t0, 2)}
+    return results

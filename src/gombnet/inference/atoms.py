@@ -1,0 +1,254 @@
+"""Atom positions from per-class probability maps.
+
+Each channel of a ``(C, H, W)`` probability map is thresholded, split into connected
+blobs (touching blobs that look like two atoms are separated by a watershed), and every
+blob becomes one atom at its probability-weighted centre of mass.
+
+Pixel convention: x = column, y = row; the centre of pixel (row r, col c) is (x, y) =
+(c, r).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import GombnetError
+
+__all__ = ["find_atoms", "ATOM_KEYS"]
+
+#: Keys of the dict returned by :func:`find_atoms`, with their dtypes.
+ATOM_KEYS = {
+    "channel": np.int64,
+    "x_px": np.float64,
+    "y_px": np.float64,
+    "score": np.float32,
+    "area_px": np.int64,
+}
+
+# A blob is a candidate for splitting when larger than this multiple of one atom's area.
+_SPLIT_AREA_FACTOR = 1.5
+# Weight of the distance-to-edge tie-breaker added to the probability when looking for
+# split markers: separates two peaks of a saturated (flat, ~1) probability plateau
+# without moving peaks of a smooth map.
+_EDT_TIEBREAK = 1e-3
+
+
+def _empty_result() -> dict[str, np.ndarray]:
+    return {k: np.zeros(0, dtype=t) for k, t in ATOM_KEYS.items()}
+
+
+def _split_touching(
+    prob: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    areas: np.ndarray,
+    *,
+    threshold: float,
+    min_distance_px: int,
+    atom_area_px: float | None,
+    min_area_px: int,
+) -> np.ndarray:
+    """Re-label blobs whose area suggests several atoms by a marker watershed."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    if atom_area_px is None:
+        sizes = areas[1:][areas[1:] >= max(min_area_px, 1)]
+        if sizes.size == 0:
+            return labels
+        atom_area_px = float(np.median(sizes))
+    big = areas > _SPLIT_AREA_FACTOR * atom_area_px
+    big[0] = False
+    if not big.any():
+        return labels
+    cand = big[labels]
+    # work on the bounding box of all candidates only
+    rows = np.flatnonzero(cand.any(axis=1))
+    cols = np.flatnonzero(cand.any(axis=0))
+    r0, r1 = max(rows[0] - 1, 0), rows[-1] + 2
+    c0, c1 = max(cols[0] - 1, 0), cols[-1] + 2
+    box = (slice(r0, r1), slice(c0, c1))
+    cmask = cand[box]
+    elev = prob[box].astype(np.float64) + _EDT_TIEBREAK * ndimage.distance_transform_edt(cmask)
+    elev[~cmask] = 0.0
+    peaks = peak_local_max(
+        elev,
+        min_distance=int(min_distance_px),
+        threshold_abs=float(threshold),
+        exclude_border=False,
+    )
+    if len(peaks) == 0:
+        return labels
+    # keep only blobs that really got two or more markers
+    peak_blob = labels[box][peaks[:, 0], peaks[:, 1]]
+    n_peaks = np.bincount(peak_blob, minlength=n_labels + 1)
+    split = n_peaks >= 2
+    split[0] = False
+    if not split.any():
+        return labels
+    keep = split[peak_blob]
+    peaks = peaks[keep]
+    smask = split[labels[box]]
+    markers = np.zeros(cmask.shape, dtype=np.int64)
+    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    ws = watershed(-elev, markers, mask=smask)
+    out = labels.astype(np.int64, copy=True)
+    sub = out[box]
+    # pixels of a split blob that no marker reached keep their old label
+    reached = smask & (ws > 0)
+    sub[reached] = n_labels + ws[reached]
+    return out
+
+
+def _check_probabilities(probabilities) -> np.ndarray:
+    try:
+        prob = np.asarray(probabilities)
+    except Exception as exc:
+        raise GombnetError(f"probabilities must be an array ({exc})") from None
+    if prob.ndim == 2:
+        prob = prob[None]
+    if prob.ndim != 3:
+        raise GombnetError(f"probabilities must be (C, H, W) or (H, W), got shape {prob.shape}")
+    if prob.size == 0:
+        raise GombnetError(f"probabilities is empty (shape {prob.shape})")
+    if not (np.issubdtype(prob.dtype, np.number) or prob.dtype == bool) or np.iscomplexobj(prob):
+        raise GombnetError(f"probabilities must hold real numbers, got dtype {prob.dtype}")
+    prob = prob.astype(np.float32, copy=False)
+    if not np.isfinite(prob).all():
+        raise GombnetError("probabilities contain NaN or infinite values")
+    return prob
+
+
+def find_atoms(
+    probabilities,
+    *,
+    threshold: float = 0.5,
+    method: str = "threshold",
+    min_area_px: int = 3,
+    split_touching: bool = True,
+    min_distance_px: int = 3,
+    atom_area_px: float | None = None,
+) -> dict[str, np.ndarray]:
+    """Find atoms as blobs in probability maps.
+
+    Per channel: threshold, connected components (4-connectivity), optionally split
+    blobs of touching atoms, drop blobs smaller than ``min_area_px``, and place each atom
+    at the centre of mass of ``probability - threshold`` over its blob.
+
+    Weighting by the excess over the threshold rather than by the probability itself
+    makes the weight go continuously to 0 at the blob edge, so which edge pixels happen
+    to pass the threshold hardly moves the centre (sub-pixel positions stay unbiased for
+    atoms at non-integer positions).
+
+    Parameters
+    ----------
+    probabilities : array_like, shape (C, H, W) or (H, W)
+        Probability maps, e.g. from :func:`gombnet.inference.tiling.predict_tiled`.
+    threshold : float, optional
+        Pixels with probability > ``threshold`` belong to atoms (``method="threshold"``).
+    method : {"threshold", "otsu"}, optional
+        ``"otsu"`` picks one threshold per channel with Otsu's method
+        (``skimage.filters.threshold_otsu``), ignoring ``threshold``.
+    min_area_px : int, optional
+        Blobs (after splitting) with fewer pixels are dropped as noise.
+    split_touching : bool, optional
+        Split blobs larger than 1.5x one atom's area that hold two or more probability
+        peaks at least ``min_distance_px`` apart, by a watershed on ``-probability``
+        seeded at those peaks.
+    min_distance_px : int, optional
+        Minimum distance between the peaks of atoms in one blob [px].
+    atom_area_px : float, optional
+        Area of one atom's blob [px]. Default: the median blob area of the channel (this
+        assumes most blobs are single atoms; in a channel with only a few blobs, all of
+        them touching pairs, pass it explicitly).
+
+    Returns
+    -------
+    dict of ndarray, all of length N (number of atoms), sorted by channel then raster
+    order of the blobs (split atoms come after the unsplit blobs of their channel):
+
+    - ``"channel"`` (int64): channel index.
+    - ``"x_px"``, ``"y_px"`` (float64): sub-pixel position, x = column, y = row.
+    - ``"score"`` (float32): maximum probability in the blob.
+    - ``"area_px"`` (int64): blob area in pixels.
+
+    Raises
+    ------
+    GombnetError
+        NaN/inf, wrong number of dimensions, or bad parameters.
+    """
+    prob = _check_probabilities(probabilities)
+    if method not in ("threshold", "otsu"):
+        raise GombnetError(f"method must be 'threshold' or 'otsu', got {method!r}")
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise GombnetError(f"threshold must be a number, got {threshold!r}") from None
+    if method == "threshold" and not (0.0 <= threshold < 1.0):
+        raise GombnetError(f"threshold must be in [0, 1), got {threshold}")
+    for v, name in ((min_area_px, "min_area_px"), (min_distance_px, "min_distance_px")):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (0 if name == "min_area_px" else 1):
+            raise GombnetError(f"{name} must be an integer >= {0 if name == 'min_area_px' else 1}, got {v!r}")
+    if atom_area_px is not None and not (np.isfinite(atom_area_px) and atom_area_px > 0):
+        raise GombnetError(f"atom_area_px must be a positive number, got {atom_area_px!r}")
+
+    n_ch, _, width = prob.shape
+    parts: list[dict[str, np.ndarray]] = []
+    for ch in range(n_ch):
+        p = prob[ch]
+        if method == "otsu":
+            if float(p.min()) == float(p.max()):
+                continue  # constant map: nothing to separate
+            from skimage.filters import threshold_otsu
+
+            thr = float(threshold_otsu(p))
+        else:
+            thr = threshold
+        labels, n = ndimage.label(p > thr)
+        if n == 0:
+            continue
+        areas = np.bincount(labels.ravel(), minlength=n + 1)
+        if split_touching:
+            labels = _split_touching(
+                p,
+                labels,
+                n,
+                areas,
+                threshold=thr,
+                min_distance_px=min_distance_px,
+                atom_area_px=atom_area_px,
+                min_area_px=min_area_px,
+            )
+        # statistics over foreground pixels only, all blobs at once
+        idx = np.flatnonzero(labels)
+        lab = labels.ravel()[idx]
+        n_lab = int(lab.max()) + 1
+        area = np.bincount(lab, minlength=n_lab)
+        pv = p.ravel()[idx]
+        w = (pv - np.float32(thr)).astype(np.float64)
+        w_sum = np.bincount(lab, weights=w, minlength=n_lab)
+        y_sum = np.bincount(lab, weights=w * (idx // width), minlength=n_lab)
+        x_sum = np.bincount(lab, weights=w * (idx % width), minlength=n_lab)
+        order = np.argsort(lab, kind="stable")
+        lab_sorted = lab[order]
+        starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+        present = lab_sorted[starts]
+        peak = np.zeros(n_lab, dtype=np.float32)
+        peak[present] = np.maximum.reduceat(pv[order], starts)
+        keep = np.flatnonzero((area >= max(min_area_px, 1)) & (w_sum > 0))
+        keep = keep[keep > 0]
+        if keep.size == 0:
+            continue
+        parts.append(
+            {
+                "channel": np.full(keep.size, ch, dtype=np.int64),
+                "x_px": x_sum[keep] / w_sum[keep],
+                "y_px": y_sum[keep] / w_sum[keep],
+                "score": peak[keep],
+                "area_px": area[keep].astype(np.int64),
+            }
+        )
+    if not parts:
+        return _empty_result()
+    return {k: np.concatenate([d[k] for d in parts]).astype(t, copy=False) for k, t in ATOM_KEYS.items()}

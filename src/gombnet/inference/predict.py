@@ -1,0 +1,194 @@
+"""From an image of any size and pixel size to atoms per layer and species.
+
+Steps: resample to the model's pixel size -> robust intensity normalisation (as the
+training data) -> tiled inference with a consistent layer order (optionally test-time
+augmentation / several models, giving an uncertainty map) -> atoms at sub-pixel
+positions -> positions mapped back to the input image's pixels and to ångström.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import GombnetError, check
+from .atoms import find_atoms
+from .tiling import ensemble_predict, normalize_intensity, predict_tiled, resample, to_original_px
+
+MIN_IMAGE_PX = 32
+MAX_PIXEL_SIZE_RATIO = 3.0  # beyond this the model sees atoms of a size it never learned
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict` finds in one image.
+
+    Attributes
+    ----------
+    atoms : dict of numpy arrays
+        ``layer`` (int), ``species`` (str), ``x_px``, ``y_px`` (input-image pixels, x = column,
+        y = row), ``x_angstrom``, ``y_angstrom`` (x_px * pixel size), ``score`` (peak probability).
+    probabilities : numpy.ndarray (C, H', W') float32
+        Probability maps at the model's pixel size (C = layers x classes, layer-major).
+    uncertainty : numpy.ndarray (C, H', W') float32 or None
+        Standard deviation over augmentation passes / models (None for a single pass).
+    pixel_size_angstrom : float
+        Of the input image [Å/px].
+    model_pixel_size_angstrom : float
+        Of the probability maps [Å/px].
+    class_names : list of str
+    n_layers : int
+    timings : dict
+        Seconds per step.
+    """
+
+    atoms: dict
+    probabilities: np.ndarray
+    uncertainty: np.ndarray | None
+    pixel_size_angstrom: float
+    model_pixel_size_angstrom: float
+    class_names: list
+    n_layers: int
+    timings: dict = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        """Number of atoms per layer and species, e.g. ``{"layer0": {"C": 1130}, ...}``."""
+        out = {}
+        for layer in range(self.n_layers):
+            sel = self.atoms["layer"] == layer
+            out[f"layer{layer}"] = {name: int(np.sum(self.atoms["species"][sel] == name))
+                                    for name in self.class_names}
+        return out
+
+
+def torch_predict_fn(model: torch.nn.Module, device: str | torch.device | None = None):
+    """Wrap a network as ``predict_fn(batch (B,1,h,w) numpy) -> probabilities (B,C,h,w) numpy``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(device).eval()
+
+    @torch.no_grad()
+    def predict_fn(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    return predict_fn
+
+
+def check_image(image) -> np.ndarray:
+    """A finite, non-constant 2-D image of at least 32 x 32 px, as float32."""
+    arr = np.asarray(image)
+    check(arr.ndim == 2, f"image must be 2-D, got {arr.ndim}-D data of shape {arr.shape}")
+    check(min(arr.shape) >= MIN_IMAGE_PX, f"image of {arr.shape[1]}x{arr.shape[0]} px is smaller than "
+                                          f"{MIN_IMAGE_PX} px")
+    check(np.issubdtype(arr.dtype, np.number), f"image has non-numeric type {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    check(bool(np.all(np.isfinite(arr))), "image contains NaN or infinite values")
+    check(float(arr.max()) > float(arr.min()), "image is constant")
+    return arr
+
+
+def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
+            tta: Sequence[str] | str | None = None, tile_px: int | None = None, overlap_px: int | None = None,
+            batch_size: int = 4, device: str | None = None, progress: bool = False) -> Prediction:
+    """Find the atoms of every layer in an image.
+
+    Parameters
+    ----------
+    image : array (H, W)
+        HAADF image, any real dtype and scale.
+    model : torch.nn.Module or sequence of them, or a model name / run folder
+        Trained model(s) (see :func:`gombnet.load_model`); several models form an ensemble.
+    pixel_size_angstrom : float
+        Pixel size of ``image`` [Å/px].
+    threshold : float
+        Probability threshold for atoms.
+    tta : sequence of str, "d4" or None
+        Test-time augmentation transforms (see :data:`gombnet.inference.tiling.D4_TRANSFORMS`).
+    tile_px, overlap_px : int, optional
+        Tile size and overlap [px at the model's pixel size]; default: the training image
+        size and a quarter of it.
+    batch_size : int
+        Tiles per forward pass.
+    device : str, optional
+        torch device of the model (default: where the model is).
+    progress : bool
+        Show a progress bar over tiles.
+
+    Returns
+    -------
+    Prediction
+    """
+    from ..nn.checkpoint import load_model
+
+    timings = {}
+    t0 = time.perf_counter()
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    models = [load_model(m) if not isinstance(m, torch.nn.Module) else m for m in models]
+    configs = [getattr(m, "gombnet_config", None) for m in models]
+    check(all(c is not None for c in configs), "model has no gombnet config; load it with gombnet.load_model")
+    config = configs[0]
+    for c in configs[1:]:
+        check(c["class_names"] == config["class_names"] and c["n_layers"] == config["n_layers"],
+              "ensemble models must have the same layers and classes")
+    arr = check_image(image)
+    check(np.isfinite(pixel_size_angstrom) and pixel_size_angstrom > 0,
+          f"pixel size must be a positive number of Å, got {pixel_size_angstrom}")
+    check(0 < threshold < 1, f"threshold must be in (0, 1), got {threshold}")
+    model_px = float(config["pixel_size_angstrom"])
+    ratio = max(pixel_size_angstrom / model_px, model_px / pixel_size_angstrom)
+    check(ratio <= MAX_PIXEL_SIZE_RATIO,
+          f"pixel size {pixel_size_angstrom:.4g} Å is {ratio:.1f}x off the model's {model_px:.4g} Å "
+          f"(more than {MAX_PIXEL_SIZE_RATIO:g}x); check the calibration or pass the right pixel size")
+    n_layers, class_names = int(config["n_layers"]), list(config["class_names"])
+    cpl = len(class_names)
+    tile = int(tile_px or config.get("tile_px", 256))
+    overlap = int(overlap_px if overlap_px is not None else tile // 4)
+    timings["load"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    work, zoom = (arr, 1.0) if abs(pixel_size_angstrom - model_px) < 1e-6 * model_px else resample(
+        arr, from_pixel_size_angstrom=pixel_size_angstrom, to_pixel_size_angstrom=model_px)
+    norm = config.get("normalization", {})
+    work = normalize_intensity(work, low_percentile=norm.get("low_percentile", 0.5),
+                               high_percentile=norm.get("high_percentile", 99.5))
+    timings["resample_normalize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    fns = [torch_predict_fn(m, device) for m in models]
+    # a single-decoder U-Net has no branches to align: its channels are already in order
+    align = all(c["architecture"].get("n_layers", n_layers) > 1 for c in configs)
+    kwargs = dict(n_layers=n_layers, classes_per_layer=cpl, tile_px=tile, overlap_px=overlap,
+                  batch_size=batch_size, align_layers=align, progress=progress)
+    if len(fns) == 1 and not tta:
+        probs, uncertainty = predict_tiled(work, fns[0], **kwargs), None
+    else:
+        probs, uncertainty = ensemble_predict(work, fns, transforms=tta or ("identity",), **kwargs)
+    timings["inference"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    found = find_atoms(probs, threshold=threshold)
+    x_px, y_px = to_original_px(found["x_px"], found["y_px"], zoom)
+    channel = found["channel"].astype(int)
+    atoms = {
+        "layer": channel // cpl,
+        "species": np.asarray(class_names, dtype=object)[channel % cpl] if len(channel) else
+        np.zeros(0, dtype=object),
+        "x_px": np.asarray(x_px, np.float64),
+        "y_px": np.asarray(y_px, np.float64),
+        "x_angstrom": np.asarray(x_px, np.float64) * pixel_size_angstrom,
+        "y_angstrom": np.asarray(y_px, np.float64) * pixel_size_angstrom,
+        "score": found["score"].astype(np.float64),
+    }
+    timings["atoms"] = time.perf_counter() - t
+    return Prediction(atoms=atoms, probabilities=probs, uncertainty=uncertainty,
+                      pixel_size_angstrom=float(pixel_size_angstrom), model_pixel_size_angstrom=model_px,
+                      class_names=class_names, n_layers=n_layers, timings=timings)
+
+
+__all__ = ["Prediction", "predict", "torch_predict_fn", "check_image", "GombnetError"]

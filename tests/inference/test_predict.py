@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from gombnet.errors import GombnetError
+from gombnet.inference.predict import predict
+
+
+class BlobModel(torch.nn.Module):
+    """A stand-in network: bright pixels are atoms of layer 0, nothing in layer 1."""
+
+    size_multiple = 1
+
+    def __init__(self, pixel_size_angstrom=0.1):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(30.0))
+        self.gombnet_config = {"n_layers": 2, "class_names": ["C"], "pixel_size_angstrom": pixel_size_angstrom,
+                               "tile_px": 64, "architecture": {"n_layers": 2},
+                               "normalization": {"low_percentile": 0.5, "high_percentile": 99.5}}
+
+    def forward(self, x):
+        layer0 = self.scale * (x - 0.5)
+        return torch.cat([layer0, torch.full_like(x, -20.0)], dim=1)
+
+
+def blob_image(xy_px, shape, sigma_px):
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape)
+    for x, y in xy_px:
+        img += np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma_px**2))
+    return img
+
+
+@pytest.mark.parametrize("pixel_size", [0.1, 0.075, 0.14])
+def test_positions_come_back_in_input_pixels(pixel_size):
+    rng = np.random.default_rng(0)
+    # atoms 1.5 Å apart on a jittered grid, imaged at various pixel sizes
+    grid = np.stack(np.meshgrid(np.arange(2, 9) * 1.5, np.arange(2, 9) * 1.5), -1).reshape(-1, 2)
+    xy_angstrom = grid + rng.uniform(-0.2, 0.2, grid.shape)
+    xy_px = xy_angstrom / pixel_size
+    shape = (int(15 / pixel_size), int(14 / pixel_size))
+    image = blob_image(xy_px, shape, sigma_px=0.25 / pixel_size)
+    result = predict(image * 1000 + 50, BlobModel(0.1), pixel_size_angstrom=pixel_size)
+    assert set(result.atoms["layer"].tolist()) == {0}
+    assert len(result.atoms["x_px"]) == len(xy_px)
+    found = np.column_stack([result.atoms["x_px"], result.atoms["y_px"]])
+    d = np.linalg.norm(found[:, None] - xy_px[None], axis=-1).min(axis=1)
+    # [Å]; a blob of the 0.14 Å image shrunk to 0.1 Å/px keeps some interpolation bias
+    assert d.max() * pixel_size < 0.03
+    np.testing.assert_allclose(result.atoms["x_angstrom"], result.atoms["x_px"] * pixel_size)
+    assert result.counts() == {"layer0": {"C": len(xy_px)}, "layer1": {"C": 0}}
+    assert result.probabilities.shape[0] == 2
+
+
+def test_tta_gives_uncertainty():
+    image = blob_image([(20.3, 30.7), (40, 41)], (64, 64), 2.5)
+    result = predict(image, BlobModel(0.1), pixel_size_angstrom=0.1, tta="d4")
+    assert result.uncertainty is not None and result.uncertainty.shape == result.probabilities.shape
+    assert len(result.atoms["x_px"]) == 2
+
+
+@pytest.mark.parametrize("image, px, message", [
+    (np.ones((64, 64)), 0.1, "constant"),
+    (np.full((64, 64), np.nan), 0.1, "NaN"),
+    (np.random.default_rng(0).random((20, 64)), 0.1, "smaller than 32"),
+    (np.random.default_rng(0).random(64), 0.1, "2-D"),
+    (np.random.default_rng(0).random((2, 64, 64)), 0.1, "2-D"),
+    (np.random.default_rng(0).random((64, 64)), 0.5, "off the model"),
+    (np.random.default_rng(0).random((64, 64)), -1.0, "positive"),
+])
+def test_bad_input(image, px, message):
+    with pytest.raises(GombnetError, match=message):
+        predict(image, BlobModel(0.1), pixel_size_angstrom=px)

@@ -1,0 +1,97 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gombnet.errors import GombnetError
+from gombnet.nn.checkpoint import load_model
+from gombnet.nn.train import TrainConfig, train
+
+TINY = dict(filters=(4, 8, 16), batch_size=3, lr=2e-3, device="cpu", seed=1)
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_run_folder_and_reload(tmp_path, tiny_graphene):
+    out = tmp_path / "run"
+    config = train(tiny_graphene, out, TrainConfig(epochs=2, **TINY))
+    for name in ("model.safetensors", "config.json", "metrics.csv", "last.safetensors", "state.json"):
+        assert (out / name).is_file()
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["train_loss"])) and 0 <= float(r["val_miou"]) <= 1 for r in rows)
+    assert config["class_names"] == ["C"] and config["n_layers"] == 2
+    assert 0.09 < config["pixel_size_angstrom"] < 0.13
+    assert len(config["data"]["sha256"]) == 64
+    assert config["metrics"]["best_epoch"] in (1, 2)
+    model = load_model(out)
+    # the reloaded model reproduces the stored weights exactly
+    stored = weights(out / "model.safetensors")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, stored[k])
+    x = torch.rand(1, 1, 64, 64)
+    assert model(x).shape == (1, 2, 64, 64)
+
+
+def test_training_reduces_the_loss(tmp_path, tiny_graphene):
+    train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=4, augment=False, **TINY))
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_reproducible_and_resumable(tmp_path, tiny_graphene):
+    cfg = dict(epochs=2, **TINY)
+    train(tiny_graphene, tmp_path / "a", TrainConfig(**cfg))
+    train(tiny_graphene, tmp_path / "b", TrainConfig(**{**cfg, "epochs": 1}))
+    # interrupted after one epoch, resumed to two: identical to the uninterrupted run
+    train(tiny_graphene, tmp_path / "b", TrainConfig(**cfg), resume=True)
+    a, b = weights(tmp_path / "a" / "last.safetensors"), weights(tmp_path / "b" / "last.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
+def test_unet_baseline_and_dice(tmp_path, tiny_wsse):
+    config = train(tiny_wsse, tmp_path / "u", TrainConfig(epochs=1, arch="unet", loss="dice", **TINY))
+    assert config["architecture"]["n_layers"] == 1
+    assert config["architecture"]["classes_per_layer"] == 6
+    assert config["class_names"] == ["W", "S2", "SSe"]
+
+
+def test_existing_run_is_kept(tmp_path, tiny_graphene):
+    out = tmp_path / "run"
+    train(tiny_graphene, out, TrainConfig(epochs=1, **TINY))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(GombnetError, match="--resume"):
+        train(tiny_graphene, out, TrainConfig(epochs=1, **TINY))
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_bad_settings(tmp_path, tiny_graphene):
+    with pytest.raises(GombnetError, match="batch size 50"):
+        train(tiny_graphene, tmp_path / "r", TrainConfig(epochs=1, **{**TINY, "batch_size": 50}))
+    with pytest.raises(GombnetError, match="unknown architecture"):
+        train(tiny_graphene, tmp_path / "r", TrainConfig(arch="resnet"))
+    with pytest.raises(GombnetError, match="nothing to resume"):
+        train(tiny_graphene, tmp_path / "none", resume=True)
+    with pytest.raises(GombnetError, match="no such dataset"):
+        train(tmp_path / "missing.h5", tmp_path / "r", TrainConfig(epochs=1, **TINY))
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, tiny_graphene, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny_graphene, out, TrainConfig(epochs=1, **TINY))
+    good = (out / "last.safetensors").read_bytes()
+    import gombnet.nn.train as tr
+
+    monkeypatch.setattr(tr, "_loss_fn", lambda cfg, n: (lambda logits, y: logits.sum() * float("nan")))
+    with pytest.raises(GombnetError, match="loss became nan"):
+        train(tiny_graphene, out, TrainConfig(epochs=2, **TINY), resume=True)
+    assert (out / "last.safetensors").read_bytes() == good
+    assert json.loads((out / "state.json").read_text())["epoch"] == 0

@@ -1,0 +1,128 @@
+"""The command line: one-line errors with exit code 2, nothing overwritten, batch mode."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gombnet.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *words):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error:"), result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in result.output
+
+
+def test_presets_lists_both():
+    result = run("presets")
+    assert result.exit_code == 0
+    assert "graphene" in result.output and "ws2-wsse" in result.output
+
+
+def test_simulate_and_refuse_overwrite(tmp_path):
+    out = tmp_path / "d.h5"
+    result = run("simulate", "--preset", "graphene", "--n", 3, "--size", 48, "--workers", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "3 graphene images" in result.output
+    one_line_error(run("simulate", "--n", 3, "--size", 48, "--out", out), "--overwrite")
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--preset", "nonsense", "--n", 2), ("nonsense",)),
+    (("--n", 0), ("> 0",)),
+    (("--n", 2, "--size", 4), ("image size",)),
+    ((), ("--out",)),
+])
+def test_simulate_bad_input(tmp_path, args, words):
+    extra = () if args == () else ("--out", tmp_path / "x.h5")
+    one_line_error(run("simulate", *args, *extra), *words)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_simulate_malformed_preset_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is [not toml")
+    one_line_error(run("simulate", "--preset", bad, "--n", 1, "--out", tmp_path / "x.h5"))
+
+
+def test_preview(tmp_path):
+    png = tmp_path / "p.png"
+    result = run("simulate", "--preset", "ws2-wsse", "--preview", png, "--preview-samples", 1)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_and_evaluate(tmp_path, tiny_graphene):
+    out = tmp_path / "run"
+    result = run("train", "--data", tiny_graphene, "--out", out, "--epochs", 1, "--filters", "4,8",
+                 "--batch-size", 3, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "best model" in result.output
+    one_line_error(run("train", "--data", tiny_graphene, "--out", out, "--epochs", 1, "--filters", "4,8"),
+                   "--resume")
+    report = tmp_path / "eval.json"
+    result = run("evaluate", "--model", out, "--data", tiny_graphene, "--split", "all", "--json", report)
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(report.read_text())  # strict JSON: no NaN
+    assert numbers["meta"]["n_images"] == 12
+    one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--json", report), "--overwrite")
+    one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tiny_graphene), "not found")
+    one_line_error(run("train", "--data", tmp_path / "missing.h5", "--out", tmp_path / "r2"), "missing.h5")
+    one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "r3", "--filters", "a,b"),
+                   "--filters")
+
+
+def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
+    good = real_data / "twisted_bilayer_graphene.npz"
+    broken = tmp_path / "broken.dm4"
+    broken.write_bytes(b"\x00" * 500)
+    out = tmp_path / "results"
+    result = run("predict", good, broken, "--model", tiny_run, "--out", out)
+    # the broken file is reported at the end, the good one still finishes
+    assert result.exit_code == 2
+    assert "1 of 2 failed" in result.output and "broken.dm4" in result.output
+    folder = out / "twisted_bilayer_graphene"
+    for name in ("atoms.csv", "summary.json", "overlay.png", "probabilities.npz", "structure.extxyz",
+                 "structure.cif", "image.npy"):
+        assert (folder / name).is_file(), name
+    header = (folder / "atoms.csv").read_text().splitlines()[0]
+    assert header == "layer,species,x_px,y_px,x_angstrom,y_angstrom,score"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["pixel_size_angstrom"] == pytest.approx(0.1062, abs=1e-3)
+    n_rows = len((folder / "atoms.csv").read_text().splitlines()) - 1
+    assert sum(sum(c.values()) for c in summary["counts"].values()) == n_rows
+    before = (folder / "atoms.csv").read_bytes()
+    one_line_error(run("predict", good, "--model", tiny_run, "--out", out), "--overwrite")
+    assert (folder / "atoms.csv").read_bytes() == before
+
+    result = run("analyze", folder, "--bootstrap", 10)
+    assert result.exit_code == 0, result.output
+    analysis = json.loads((folder / "analysis.json").read_text())
+    assert analysis["material"] == "graphene"
+    assert (folder / "report.html").read_text().startswith("<!DOCTYPE html>")
+    one_line_error(run("analyze", folder), "--overwrite")
+    one_line_error(run("analyze", tmp_path / "nothing"), "no such result folder")
+
+
+def test_predict_bad_pixel_size(tmp_path, tiny_run, real_data):
+    result = run("predict", real_data / "twisted_bilayer_graphene.npz", "--model", tiny_run, "--out", tmp_path,
+                 "--pixel-size", 0.9)
+    one_line_error(result, "twisted_bilayer_graphene.npz", "off the model")
+    assert not (tmp_path / "twisted_bilayer_graphene").exists()
+
+
+def test_models_lists_shipped():
+    result = run("models")
+    assert result.exit_code == 0

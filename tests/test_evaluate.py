@@ -1,0 +1,43 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gombnet.errors import GombnetError
+from gombnet.evaluate import evaluate_image, evaluate_model
+from gombnet.nn.train import TrainConfig, train
+
+
+def test_perfect_prediction_scores_one(tiny_wsse):
+    from gombnet.data import read_dataset
+
+    ds = read_dataset(tiny_wsse)
+    i = int(ds.indices("all")[0])
+    truth = ds.masks[i].astype(np.float32)
+    # branches swapped: the evaluation must find the one assignment that undoes the swap
+    swapped = np.concatenate([truth[3:], truth[:3]])
+    result = evaluate_image(swapped, ds.masks[i], ds.columns_of(i), n_layers=2, class_names=ds.class_names,
+                            pixel_size_angstrom=ds.pixel_size_angstrom(i))
+    assert result["layer_perm"] == [1, 0]
+    assert result["pixel"]["mean_iou"] == pytest.approx(1.0)
+    overall = result["atoms"]["overall"]
+    # disks centred on the columns give back the columns (up to disks cut by the border)
+    assert overall["recall"] > 0.9 and overall["precision"] > 0.9
+    assert overall["rmse_angstrom"] < 0.05
+
+
+def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
+    train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=1, filters=(4, 8), batch_size=3, device="cpu"))
+    results = evaluate_model(tmp_path / "run", tiny_graphene, split="all")
+    assert results["meta"]["n_images"] == 12
+    assert 0 <= results["pixel"]["mean_iou"] <= 1
+    json.dumps(results, allow_nan=True)
+
+
+def test_mismatched_classes(tmp_path, tiny_graphene, tiny_wsse):
+    train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=1, filters=(4, 8), batch_size=3, device="cpu"))
+    with pytest.raises(GombnetError, match="do not match"):
+        evaluate_model(tmp_path / "run", tiny_wsse)
+    with pytest.raises(GombnetError, match="threshold"):
+        evaluate_model(tmp_path / "run", tiny_graphene, threshold=1.5)
