@@ -1,9 +1,7 @@
 """The command line: one-line errors with exit code 2, nothing overwritten, batch mode."""
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +12,10 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def strict(constant):
+    raise AssertionError(f"non-standard JSON constant {constant}")
 
 
 def one_line_error(result, *words):
@@ -75,7 +77,7 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
     report = tmp_path / "eval.json"
     result = run("evaluate", "--model", out, "--data", tiny_graphene, "--split", "all", "--json", report)
     assert result.exit_code == 0, result.output
-    numbers = json.loads(report.read_text())  # strict JSON: no NaN
+    numbers = json.loads(report.read_text(), parse_constant=strict)
     assert numbers["meta"]["n_images"] == 12
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--json", report), "--overwrite")
     one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tiny_graphene), "not found")
@@ -109,7 +111,8 @@ def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
 
     result = run("analyze", folder, "--bootstrap", 10)
     assert result.exit_code == 0, result.output
-    analysis = json.loads((folder / "analysis.json").read_text())
+    analysis = json.loads((folder / "analysis.json").read_text(), parse_constant=strict)
+    json.loads((folder / "summary.json").read_text(), parse_constant=strict)
     assert analysis["material"] == "graphene"
     assert (folder / "report.html").read_text().startswith("<!DOCTYPE html>")
     one_line_error(run("analyze", folder), "--overwrite")

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from gombnet.errors import GombnetError
 from gombnet.evaluate import evaluate_image, evaluate_model

@@ -40,10 +40,6 @@ def user_errors(fn):
     return wrapper
 
 
-def _echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2))
-
-
 @app.command()
 @user_errors
 def presets(details: bool = typer.Option(False, "--details", help="Print each preset's TOML.")):
@@ -166,6 +162,7 @@ def evaluate(
     """Pixel and atom metrics of a model on simulated data with known atoms."""
     from .atomic import check_output_path, write_text_atomic
     from .evaluate import evaluate_model
+    from .jsonio import dumps
     from .metrics import format_table
 
     if json_out is not None:
@@ -174,7 +171,7 @@ def evaluate(
                              threshold=threshold, max_images=max_images, progress=sys.stderr.isatty())
     typer.echo(format_table(results))
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(results, indent=2), overwrite=overwrite)
+        write_text_atomic(json_out, dumps(results), overwrite=overwrite)
         typer.echo(f"all numbers written to {json_out}")
 
 

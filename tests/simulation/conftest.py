@@ -34,11 +34,35 @@ CLEAN = dict(
 )
 
 
-def clean_preset(name: str, **overrides):
+def _clean_preset(name: str, **overrides):
     """A built-in preset with every defect, distortion and noise source off, then ``overrides``."""
     return dataclasses.replace(load_preset(name), **{**CLEAN, **overrides})
 
 
 @pytest.fixture
-def clean():
-    return clean_preset
+def clean_preset():
+    """``clean_preset(name, **overrides)``: a built-in preset with every effect off, then overrides."""
+    return _clean_preset
+
+
+@pytest.fixture
+def se_preset(clean_preset):
+    """``se_preset(scenario_weights, **overrides)``: a clean ws2-wsse preset with those scenario weights."""
+    return lambda weights, **kw: clean_preset("ws2-wsse", scenario_weights=weights, **kw)
+
+
+@pytest.fixture
+def sparse_preset(clean_preset):
+    """One graphene layer with 99 % vacancies: isolated atoms whose centres can be measured."""
+
+    def make(**kw):
+        return clean_preset(
+            "graphene",
+            materials=("graphene",),
+            n_layers=1,
+            vacancy_fraction=(0.99, 0.99),
+            dose_counts_per_px=(1e7, 1e7),
+            **kw,
+        )
+
+    return make

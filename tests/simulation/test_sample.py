@@ -11,7 +11,6 @@ from gombnet.errors import GombnetError
 from gombnet.simulation.presets import load_preset
 from gombnet.simulation.sample import Sample, simulate_sample
 
-from .conftest import clean_preset
 
 
 @pytest.mark.parametrize("name", ["graphene", "ws2-wsse"])
@@ -38,7 +37,7 @@ def test_outputs(name):
     assert p.dose_counts_per_px[0] <= s.params["dose_counts_per_px"] <= p.dose_counts_per_px[1]
 
 
-def test_default_size_and_override():
+def test_default_size_and_override(clean_preset):
     p = clean_preset("graphene", image_size_px=48)
     assert simulate_sample(p, np.random.default_rng(0)).image.shape == (48, 48)
     big = simulate_sample(p, np.random.default_rng(0), image_size_px=200)
@@ -104,18 +103,6 @@ def test_masks_hold_every_column_in_its_channel():
             assert d.max() <= r_px + 1e-4
 
 
-def sparse_preset(**kw):
-    """One graphene layer with 99 % vacancies: isolated atoms whose centres can be measured."""
-    return clean_preset(
-        "graphene",
-        materials=("graphene",),
-        n_layers=1,
-        vacancy_fraction=(0.99, 0.99),
-        dose_counts_per_px=(1e7, 1e7),
-        **kw,
-    )
-
-
 def measured_offsets(p, seeds, size=192):
     """(image centroid - column, mask centroid - column) for isolated atoms."""
     img_err, mask_err = [], []
@@ -144,7 +131,7 @@ def measured_offsets(p, seeds, size=192):
     [dict(), dict(drift_shear=(0.01, 0.01), drift_stretch=(-0.01, -0.01))],
     ids=["plain", "drift"],
 )
-def test_image_masks_and_columns_align(distortion):
+def test_image_masks_and_columns_align(distortion, sparse_preset):
     p = sparse_preset(
         vibration_sigma_angstrom=(0.05, 0.05),
         defocus_angstrom=(-20.0, 20.0),
@@ -159,7 +146,7 @@ def test_image_masks_and_columns_align(distortion):
     assert np.abs(mask_err).max() < 0.3
 
 
-def test_drift_moves_columns_with_the_atoms():
+def test_drift_moves_columns_with_the_atoms(clean_preset):
     p = clean_preset("graphene", pixel_size_angstrom=(0.1, 0.1), drift_shear=(0.02, 0.02))
     s = simulate_sample(p, np.random.default_rng(1), image_size_px=128)
     q = clean_preset("graphene", pixel_size_angstrom=(0.1, 0.1))
@@ -172,7 +159,7 @@ def test_drift_moves_columns_with_the_atoms():
     assert sel.sum() > 20 and d.max() < 1e-3
 
 
-def test_jitter_is_applied_to_image_and_columns():
+def test_jitter_is_applied_to_image_and_columns(sparse_preset):
     p = sparse_preset(jitter_sigma_angstrom=(0.03, 0.03))
     img_err, _ = measured_offsets(p, range(25))
     assert len(img_err) >= 10
@@ -180,7 +167,7 @@ def test_jitter_is_applied_to_image_and_columns():
     assert np.abs(img_err[:, 0]).max() < 0.15  # and the torn atom stays centred on its label
 
 
-def test_contamination_and_noise_change_image_not_labels():
+def test_contamination_and_noise_change_image_not_labels(clean_preset):
     p = clean_preset("graphene", dose_counts_per_px=(1e4, 1e4))
     q = clean_preset(
         "graphene",
@@ -196,7 +183,7 @@ def test_contamination_and_noise_change_image_not_labels():
     assert not np.allclose(a.image, b.image, atol=0.05)
 
 
-def test_dose_controls_noise():
+def test_dose_controls_noise(clean_preset):
     """Lower dose, noisier image: compare pixel-to-pixel differences of flat-ish images."""
     def roughness(dose):
         p = clean_preset("graphene", dose_counts_per_px=(dose, dose), pixel_size_angstrom=(0.1, 0.1))

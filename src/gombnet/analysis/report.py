@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 from pathlib import Path
@@ -21,27 +20,13 @@ import numpy as np
 
 from ..atomic import check_output_path, write_text_atomic
 from ..errors import GombnetError, check
+from ..jsonio import dumps, json_safe
 from . import bonds, composition, lattice, moire, stats
 
 CHALCOGEN_CLASSES = ("S2", "SSe", "Se2")
 GRAPHENE_BOND_MAX_ANGSTROM = 1.75  # C-C is 1.42 Å; second neighbours are at 2.46 Å
 OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
                 "se_sites.png")
-
-
-def json_safe(obj):
-    """Replace NaN/inf by None and numpy scalars/arrays by Python objects (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _positions(atoms: dict, layer: int, species) -> np.ndarray:
@@ -300,7 +285,7 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     result = json_safe(result)
     for name, fig in figures.items():
         save_figure(fig, folder / name, overwrite=True, dpi=150)
-    write_text_atomic(folder / "analysis.json", json.dumps(result, indent=2), overwrite=True)
+    write_text_atomic(folder / "analysis.json", dumps(result), overwrite=True)
     write_text_atomic(folder / "report.html", html_report(folder, summary, result, list(figures)),
                       overwrite=True)
     return result

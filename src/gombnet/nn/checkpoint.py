@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import GombnetError, check
+from ..jsonio import dumps
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CONFIG_FORMAT = "gombnet-model/1"
@@ -70,7 +71,7 @@ def save_model(model: torch.nn.Module, folder: str | os.PathLike, config: dict, 
     config["architecture"] = {"name": type(model).__name__, **model.config}
     save_weights(model, folder / f"{stem}.safetensors", half=half, overwrite=overwrite)
     json_name = "config.json" if stem == "model" else f"{stem}.json"
-    write_text_atomic(folder / json_name, json.dumps(config, indent=2), overwrite=overwrite)
+    write_text_atomic(folder / json_name, dumps(config), overwrite=overwrite)
     return folder
 
 

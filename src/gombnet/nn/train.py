@@ -30,6 +30,7 @@ from .. import __version__
 from ..atomic import atomic_path, write_text_atomic
 from ..data import Dataset, file_sha256, read_dataset
 from ..errors import GombnetError, check
+from ..jsonio import dumps
 from .checkpoint import load_state, save_model, save_weights
 from .dataset import Augmentation, SegmentationDataset, normalize_batch
 from .losses import make_loss
@@ -391,7 +392,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
                 save_model(model, out, config)
             else:  # keep the best weights, record the progress
                 config["architecture"] = {"name": type(model).__name__, **model.config}
-                write_text_atomic(out / "config.json", json.dumps(config, indent=2), overwrite=True)
+                write_text_atomic(out / "config.json", dumps(config), overwrite=True)
             _write_metrics(out / "metrics.csv", rows)
             save_weights(model, out / "last.safetensors")
             opt_tensors, opt_scalars = _optimizer_tensors(opt)

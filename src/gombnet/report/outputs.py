@@ -24,6 +24,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_dir
 from ..errors import GombnetError, check
+from ..jsonio import dumps
 
 ATOM_COLUMNS = ("layer", "species", "x_px", "y_px", "x_angstrom", "y_angstrom", "score")
 
@@ -152,7 +153,7 @@ def write_prediction(folder: str | os.PathLike, image: np.ndarray, prediction, *
             fig = overlay_figure(image, atoms, n_layers=prediction.n_layers, class_names=prediction.class_names,
                                  pixel_size_angstrom=prediction.pixel_size_angstrom, title=name)
             save_figure(fig, tmp / "overlay.png", dpi=150)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        (tmp / "summary.json").write_text(dumps(summary))
     return folder
 
 
@@ -164,11 +165,3 @@ def read_summary(folder: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         raise GombnetError(f"{path}: corrupt summary.json") from None
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)

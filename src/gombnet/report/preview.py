@@ -97,7 +97,8 @@ def save_preview(
                 rgb[m] = _CLASS_COLOURS[c % len(_CLASS_COLOURS)]
             ax = axes[1 + layer]
             ax.imshow(rgb, interpolation="nearest")
-            counts = [int(np.count_nonzero((s.columns["layer"] == layer) & (s.columns["class"] == c))) for c in range(n_cls)]
+            in_layer = s.columns["class"][s.columns["layer"] == layer]
+            counts = np.bincount(in_layer, minlength=n_cls)
             title = f"layer {layer} ({preset.materials[layer]}) masks\n" + ", ".join(
                 f"{name} {n}" for name, n in zip(preset.class_names, counts)
             )
@@ -137,9 +138,8 @@ def save_preview(
             a.set_xticks([])
             a.set_yticks([])
     # class colour key for the mask panels
-    key = ", ".join(
-        f"{name}: {colour}" for name, colour in zip(preset.class_names, ["yellow", "blue", "red", "green", "violet", "orange"])
-    )
+    colour_names = ["yellow", "blue", "red", "green", "violet", "orange"]
+    key = ", ".join(f"{name}: {colour_names[c % 6]}" for c, name in enumerate(preset.class_names))
     fig.text(0.5, 0.005, f"mask colours - {key}", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))
     with atomic_path(path, overwrite=overwrite) as tmp:

@@ -456,7 +456,10 @@ def preset_from_dict(data: dict[str, Any], *, name: str = "", source: str = "") 
 
     materials = values["materials"]
     for m in materials:
-        get_material(m)  # raises for unknown names
+        try:
+            get_material(m)
+        except GombnetError as exc:
+            raise GombnetError(f"preset key structure.materials: {exc}") from None
     if not 1 <= len(materials) <= 4:
         raise GombnetError(f"preset key structure.materials must list 1 to 4 layers, got {len(materials)}")
     if values["n_layers"] is None:
@@ -470,7 +473,9 @@ def preset_from_dict(data: dict[str, Any], *, name: str = "", source: str = "") 
     if len(set(values["class_names"])) != len(values["class_names"]):
         raise GombnetError(f"preset key class_names has duplicates: {list(values['class_names'])}")
     if values["lattice_strain"][0] <= -0.5 or values["lattice_strain"][1] >= 0.5:
-        raise GombnetError(f"preset key structure.lattice_strain must lie within (-0.5, 0.5), got {values['lattice_strain']}")
+        raise GombnetError(
+            f"preset key structure.lattice_strain must lie within (-0.5, 0.5), got {list(values['lattice_strain'])}"
+        )
     if values["drift_stretch"][0] <= -0.5:
         raise GombnetError(f"preset key noise.drift_stretch must be > -0.5, got {values['drift_stretch']}")
 

@@ -206,13 +206,18 @@ def simulate_sample(preset: Preset, rng: np.random.Generator, *, image_size_px: 
       ``background_amplitude`` (smooth contamination background, times the mean atom signal),
       ``background_length_angstrom`` (its correlation length), ``amorphous_carbon_per_angstrom2``
       (mean density of random contamination C atoms, patchy like the background),
-      ``read_noise``, ``line_offset``, ``line_gain`` (relative to the dose; per pixel, per scan
-      row, per scan row), ``jitter_sigma_angstrom`` (random x shift of each scan row),
-      ``drift_shear`` (x shift per row, px/px) and ``drift_stretch`` (relative stretch along y).
+      ``read_noise`` (per pixel) and ``line_offset`` (per scan row), both times the dose;
+      ``line_gain`` (relative gain change per scan row); ``jitter_sigma_angstrom`` (random x
+      shift of each scan row); ``drift_shear`` (x shift per row, px/px) and ``drift_stretch``
+      (relative stretch along y).
 
     Scan distortions move atoms and labels together: drift is applied to the atom positions
     before rendering, line jitter shifts image rows and each column's label by the jitter
     averaged over the rows its intensity covers.
+
+    Labels: a column's position is the ``Z ** n``-weighted centroid of its (vibrating) atoms;
+    its class follows its content, a missing chalcogen counting as the layer's host element
+    (S + vacancy -> ``S2``, Se + vacancy -> ``SSe``); a column without atoms has no label.
     """
     if not isinstance(preset, Preset):
         raise GombnetError(f"preset must be a Preset (use load_preset), got {type(preset).__name__}")

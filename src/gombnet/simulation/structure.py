@@ -218,7 +218,7 @@ def build_structure(
         wsum = np.bincount(site, weights=w, minlength=n_sites)
         sx = np.bincount(site, weights=w * x, minlength=n_sites)
         sy = np.bincount(site, weights=w * y, minlength=n_sites)
-        n_dop = np.bincount(site, weights=(Z == z_dopant), minlength=n_sites).astype(np.int16)
+        n_dop = np.bincount(site, weights=(Z == z_dopant).astype(np.float64), minlength=n_sites).astype(np.int16)
         cls = _site_classes(mat, uc, stype, n_dop, class_index, preset)
         alive = n_present > 0
         new_index = np.cumsum(alive) - 1 + n_sites_before

@@ -1,0 +1,113 @@
+"""Reproduce the paper's Fig. 1e: why Gomb-Net needs both the branches and the Gomb loss.
+
+Trains, on the same simulated twisted bilayer graphene data, a U-Net with Dice loss, a
+U-Net with the Gomb loss and a Gomb-Net (one decoder per layer) with the Gomb loss, then
+evaluates them and random guessing on the test split with ``gombnet evaluate``'s code
+(one layer assignment per image for every metric) and prints one table.
+
+Default size fits a 2-core CPU in about half an hour; ``--paper`` uses the paper's size
+(2000 images of 256 px, filters 32-256, 100 epochs) for a GPU.
+
+    python benchmarks/fig1e.py --work fig1e-work            # CPU size
+    python benchmarks/fig1e.py --work fig1e-work --paper    # GPU size
+
+Authors' figures (pixel accuracy / IoU): random 0.500/0.138, U-Net+Dice 0.631/0.273,
+U-Net+Gomb 0.856/0.390, Gomb-Net 0.952/0.737.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gombnet.data import read_dataset, write_dataset
+from gombnet.evaluate import evaluate_image, evaluate_model
+from gombnet.metrics import aggregate
+from gombnet.nn.train import TrainConfig, train
+
+AUTHORS = {"random": (0.500, 0.138), "unet+dice": (0.631, 0.273), "unet+gomb": (0.856, 0.390),
+           "gombnet+gomb": (0.952, 0.737)}
+RUNS = {"unet+dice": ("unet", "dice"), "unet+gomb": ("unet", "gomb"), "gombnet+gomb": ("gombnet", "gomb")}
+
+
+def random_guessing(data: Path, split: str, seed: int) -> dict:
+    """Every pixel foreground with probability 0.5, evaluated like a model."""
+    ds = read_dataset(data)
+    rng = np.random.default_rng(seed)
+    per_image = []
+    for i in ds.indices(split):
+        probs = rng.random(ds.masks[i].shape).astype(np.float32)
+        per_image.append(evaluate_image(probs, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
+                                        class_names=ds.class_names,
+                                        pixel_size_angstrom=ds.pixel_size_angstrom(i)))
+    return aggregate(per_image)
+
+
+def row(results: dict) -> dict:
+    atoms = results["atoms"]
+    per_layer = atoms["per_layer"]
+    return {"pixel_accuracy": results["pixel"]["pixel_accuracy"], "miou": results["pixel"]["mean_iou"],
+            "atom_f1": atoms["overall"]["f1"],
+            "atom_f1_per_layer": [per_layer[k]["f1"] for k in sorted(per_layer)],
+            "rmse_angstrom": atoms["overall"]["rmse_angstrom"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("fig1e-work"))
+    ap.add_argument("--paper", action="store_true", help="the paper's size (GPU)")
+    ap.add_argument("--n", type=int, help="images in the dataset")
+    ap.add_argument("--size", type=int, help="image size [px]")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--filters", type=str, help="comma-separated widths")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    n, size, epochs, filters = (2000, 256, 100, "32,64,128,256") if args.paper else (600, 128, 12, "16,32,64,128")
+    n, size, epochs = args.n or n, args.size or size, args.epochs or epochs
+    filters = tuple(int(f) for f in (args.filters or filters).split(","))
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.work / "graphene.h5"
+    if not data.exists():
+        t0 = time.perf_counter()
+        write_dataset(data, "graphene", n, seed=args.seed, image_size_px=size)
+        print(f"simulated {n} images of {size} px in {time.perf_counter() - t0:.1f} s", flush=True)
+    table = {"random": row(random_guessing(data, "test", args.seed))}
+    timing = {}
+    for name, (arch, loss) in RUNS.items():
+        out = args.work / name
+        cfg = TrainConfig(arch=arch, loss=loss, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                          filters=filters, seed=args.seed, device=args.device, normalized_dice=False)
+        t0 = time.perf_counter()
+        resume = (out / "state.json").is_file()
+        config = train(data, out, cfg, resume=resume, log=lambda line, name=name: print(f"[{name}] {line}",
+                                                                                     flush=True))
+        timing[name] = {"seconds": time.perf_counter() - t0, "device": config["training"]["device"],
+                        "images_per_second": float(np.median([r["images_per_second"] for r in
+                                                              json.loads((out / "state.json").read_text())["rows"]]))}
+        table[name] = row(evaluate_model(out, data, split="test"))
+    print()
+    print(f"Fig. 1e on graphene test split ({n} images of {size} px, filters {filters}, {epochs} epochs)")
+    print(f"{'method':14s} {'pix.acc':>8s} {'mIoU':>7s} {'atomF1':>7s} {'F1 L0/L1':>11s} {'RMSE Å':>7s}"
+          f"   authors acc/IoU")
+    for name, r in table.items():
+        a = AUTHORS[name]
+        f1l = "/".join(f"{v:.3f}" for v in r["atom_f1_per_layer"])
+        print(f"{name:14s} {r['pixel_accuracy']:8.3f} {r['miou']:7.3f} {r['atom_f1']:7.3f} {f1l:>11s} "
+              f"{r['rmse_angstrom'] if r['rmse_angstrom'] is not None else float('nan'):7.3f}   "
+              f"{a[0]:.3f}/{a[1]:.3f}")
+    for name, t in timing.items():
+        print(f"training {name}: {t['seconds']:.0f} s on {t['device']}, median {t['images_per_second']:.1f} images/s")
+    (args.work / "fig1e.json").write_text(json.dumps({"table": table, "timing": timing, "n": n, "size": size,
+                                                      "epochs": epochs, "filters": filters}, indent=2,
+                                                     default=float))
+
+
+if __name__ == "__main__":
+    main()

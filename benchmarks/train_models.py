@@ -1,0 +1,108 @@
+"""Train a shippable model end to end and write it into the package with its model card.
+
+simulate -> train -> evaluate (test split) -> fp16 safetensors + JSON card in
+``src/gombnet/weights/<name>.*``. Every step is a ``gombnet`` command, recorded in the card.
+Re-running continues an interrupted run (the dataset is kept, training resumes).
+
+    python benchmarks/train_models.py graphene --work models-work --n 1500 --size 128 \
+        --epochs 20 --filters 16,32,64,128 --lr 1e-3 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gombnet.nn.checkpoint import WEIGHTS_DIR, load_model, save_model
+
+
+def sh(cmd: list[str]) -> None:
+    print("+", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("preset", help="graphene or ws2-wsse")
+    ap.add_argument("--name", help="shipped model name (default: the preset)")
+    ap.add_argument("--work", type=Path, default=Path("models-work"))
+    ap.add_argument("--n", type=int, default=1500)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--filters", default="16,32,64,128")
+    ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--schedule", default="cosine")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--no-ship", action="store_true", help="train and evaluate only")
+    args = ap.parse_args()
+    name = args.name or args.preset
+    work = args.work / name
+    work.mkdir(parents=True, exist_ok=True)
+    data, run, report = work / "data.h5", work / "run", work / "test.json"
+    gombnet = [sys.executable, "-m", "gombnet"]
+    simulate = [*gombnet, "simulate", "--preset", args.preset, "--n", str(args.n), "--size", str(args.size),
+                "--seed", str(args.seed), "--out", str(data)]
+    if args.workers:
+        simulate += ["--workers", str(args.workers)]
+    train = [*gombnet, "train", "--data", str(data), "--out", str(run), "--epochs", str(args.epochs),
+             "--filters", args.filters, "--dropout", str(args.dropout), "--lr", str(args.lr),
+             "--batch-size", str(args.batch_size), "--schedule", args.schedule, "--seed", str(args.seed)]
+    evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
+                "--json", str(report), "--overwrite"]
+    t0 = time.perf_counter()
+    if not data.exists():
+        sh(simulate)
+    t_sim = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sh(train + (["--resume"] if (run / "state.json").is_file() else []))
+    t_train = time.perf_counter() - t0
+    sh(evaluate)
+    if args.no_ship:
+        return
+    results = json.loads(report.read_text())
+    model = load_model(run)
+    config = dict(model.gombnet_config)
+    atoms, pixel = results["atoms"], results["pixel"]
+    config.update({
+        "name": name,
+        "description": f"Gomb-Net for {args.preset} ({', '.join(config['class_names'])} per layer, "
+                       f"{config['n_layers']} layers), trained on gombnet's own simulator",
+        "command": " && ".join(shlex.join(c[2:]).replace(str(args.work), "WORK") for c in (simulate, train, evaluate)),
+        "hardware": machine(),
+        "wall_seconds": {"simulate": round(t_sim, 1), "train_this_call": round(t_train, 1),
+                         "train_total": config["training"].get("wall_seconds")},
+        "test_metrics": {
+            "n_images": results["meta"]["n_images"],
+            "pixel_accuracy": pixel["pixel_accuracy"], "mean_iou": pixel["mean_iou"],
+            "atom_f1_per_layer_class": {k: v["f1"] for k, v in atoms["per_layer_class"].items()},
+            "atom_f1": atoms["overall"]["f1"],
+            "rmse_angstrom": atoms["overall"]["rmse_angstrom"],
+            "cross_layer_rate": atoms["cross_layer"]["rate"],
+            "dopant_wrong_layer_rate": (atoms.get("dopant") or {}).get("rate"),
+        },
+    })
+    config["data"].pop("path", None)  # a path on the training machine means nothing to users
+    save_model(model, WEIGHTS_DIR, config, stem=name, half=True)
+    size = (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size / 1e6
+    print(f"shipped {name}: {size:.1f} MB, test metrics {json.dumps(config['test_metrics'])}")
+
+
+if __name__ == "__main__":
+    main()
