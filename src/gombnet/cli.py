@@ -318,5 +318,18 @@ def models():
             typer.echo(f"  test metrics: {json.dumps(card['test_metrics'])}")
 
 
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("gombnet-demo"), help="Folder for the demo results."),
+    seed: int = typer.Option(0, help="Seed of the simulated images."),
+    overwrite: bool = typer.Option(False, help="Replace an existing demo folder."),
+):
+    """Simulate typical images, find their atoms with the shipped models, analyse, score."""
+    from .demo import run_demo
+
+    run_demo(out, seed=seed, overwrite=overwrite, echo=typer.echo)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

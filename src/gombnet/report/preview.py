@@ -72,7 +72,7 @@ def save_preview(
     n_layers, n_cls = preset.n_layers, len(preset.class_names)
     n_cols = 2 + n_layers
     panel = 3.3
-    fig = Figure(figsize=(panel * n_cols, panel * n_samples + 0.6), dpi=110)
+    fig = Figure(figsize=(panel * n_cols, (panel + 0.45) * n_samples + 0.6), dpi=110)
     fig.suptitle(f"gombnet preset '{preset.name}': {preset.description}", fontsize=10)
     for row, s in enumerate(samples):
         img = s.image
