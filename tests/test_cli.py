@@ -129,3 +129,29 @@ def test_predict_bad_pixel_size(tmp_path, tiny_run, real_data):
 def test_models_lists_shipped():
     result = run("models")
     assert result.exit_code == 0
+
+
+def test_train_config_file_and_explicit_options(tmp_path, tiny_graphene):
+    cfg = tmp_path / "best.json"
+    cfg.write_text(json.dumps({"epochs": 3, "filters": [4, 8], "lr": 0.002, "batch_size": 3, "device": "cpu"}))
+    out = tmp_path / "run"
+    # --epochs on the command line wins over the file's 3
+    result = run("train", "--data", tiny_graphene, "--out", out, "--config", cfg, "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["epochs"] == 1 and config["training"]["lr"] == 0.002
+    assert config["architecture"]["filters"] == [4, 8]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"learning_rate": 1}))
+    one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "r2", "--config", bad),
+                   "learning_rate")
+
+
+def test_tune_command(tmp_path, tiny_graphene):
+    pytest.importorskip("optuna")
+    out = tmp_path / "search"
+    result = run("tune", "--data", tiny_graphene, "--out", out, "--n-trials", 1, "--epochs", 1,
+                 "--batch-size", 3, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert (out / "trials.csv").is_file() and (out / "best.json").is_file()
+    one_line_error(run("tune", "--data", tiny_graphene, "--out", out, "--n-trials", 1), "overwrite")

@@ -96,6 +96,7 @@ def simulate(
 @app.command()
 @user_errors
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(..., help="HDF5 dataset from `gombnet simulate`."),
     out: Path = typer.Option(..., help="Run folder for weights, config and metrics."),
     arch: str = typer.Option("gombnet", help="gombnet (one decoder per layer) or unet (single decoder)."),
@@ -112,8 +113,8 @@ def train(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
     max_train_images: Optional[int] = typer.Option(None, help="Use only the first N training images."),
-    config: Optional[Path] = typer.Option(None, help="JSON of training settings (e.g. from `gombnet tune`); "
-                                                     "command-line options given explicitly are ignored for keys it sets."),
+    config: Optional[Path] = typer.Option(None, help="JSON of training settings (e.g. best.json of `gombnet tune`); "
+                                                     "options given on the command line win over it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
     overwrite: bool = typer.Option(False, help="Start afresh in an existing run folder."),
 ):
@@ -138,13 +139,42 @@ def train(
         unknown = sorted(set(loaded) - set(settings) - {"extra", "device", "epochs_done", "wall_seconds"})
         if unknown:
             _fail(f"{config}: unknown training settings {', '.join(unknown)}")
-        settings.update({k: (tuple(v) if k == "filters" else v) for k, v in loaded.items() if k in settings})
+        # compared by name: typer vendors click in recent releases, older ones use click's enum
+        given = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        settings.update({k: (tuple(v) if k == "filters" else v) for k, v in loaded.items()
+                         if k in settings and k not in given})
     cfg = TrainConfig(**settings)
     final = run_training(data, out, cfg, resume=resume, overwrite=overwrite, progress=sys.stderr.isatty(),
                          log=typer.echo)
     m = final.get("metrics", {})
     typer.echo(f"best model (epoch {m.get('best_epoch')}, val mIoU {m.get('val_miou', float('nan')):.3f}) "
                f"saved in {out}")
+
+
+@app.command()
+@user_errors
+def tune(
+    data: Path = typer.Option(..., help="HDF5 dataset from `gombnet simulate`."),
+    out: Path = typer.Option(..., help="Folder for the trials, trials.csv and best.json."),
+    n_trials: int = typer.Option(50, help="Number of Optuna trials."),
+    epochs: int = typer.Option(20, help="Epochs per trial (bad trials are pruned early)."),
+    arch: str = typer.Option("gombnet"),
+    loss: str = typer.Option("gomb"),
+    batch_size: int = typer.Option(8),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    max_train_images: Optional[int] = typer.Option(None, help="Use only the first N training images."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting new trials after this many seconds."),
+    overwrite: bool = typer.Option(False, help="Start afresh in an existing search folder."),
+):
+    """Hyperparameter search (filters, dropout, lr, alpha) with Optuna; needs `pip install 'gombnet[tune]'`."""
+    from .nn.tune import tune as run_tune
+
+    result = run_tune(data, out, n_trials=n_trials, epochs=epochs, seed=seed, arch=arch, loss=loss,
+                      batch_size=batch_size, device=device, max_train_images=max_train_images,
+                      timeout_s=timeout, overwrite=overwrite, progress=sys.stderr.isatty(), log=typer.echo)
+    typer.echo(f"best trial: {json.dumps(result.get('best_params'))} (val mIoU {result.get('best_value')}); "
+               f"train with it: gombnet train --config {out / 'best.json'} ...")
 
 
 @app.command()

@@ -58,15 +58,17 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     # away from the border, where a found atom and its true column are both visible
     border_px = radius_angstrom / pixel_size_angstrom
     h, w = truth.shape[-2:]
-    found = _inside(found, h, w, border_px)
-    true_columns = _inside(true_columns, h, w, border_px)
+    found = inside_border(found, h, w, border_px)
+    true_columns = inside_border(true_columns, h, w, border_px)
     atoms = atom_metrics(found, true_columns, n_layers=n_layers, class_names=class_names,
                          radius_px=radius_angstrom / pixel_size_angstrom,
                          pixel_size_angstrom=pixel_size_angstrom, dopant_class=dopant_class(class_names))
     return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms}
 
 
-def _inside(table: dict, h: int, w: int, border_px: float) -> dict:
+def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
+    """Rows of an atom table (``x_px``, ``y_px``, ...) at least ``border_px`` inside an
+    image of ``h`` x ``w`` px (pixel edges at -0.5 and n - 0.5)."""
     x, y = np.asarray(table["x_px"]), np.asarray(table["y_px"])
     keep = (x >= border_px - 0.5) & (x <= w - 0.5 - border_px) & (y >= border_px - 0.5) & (y <= h - 0.5 - border_px)
     return {k: np.asarray(v)[keep] for k, v in table.items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..arrays import as_real_array
 from ..errors import GombnetError
 
 __all__ = ["find_atoms", "ATOM_KEYS"]
@@ -102,22 +103,8 @@ def _split_touching(
 
 
 def _check_probabilities(probabilities) -> np.ndarray:
-    try:
-        prob = np.asarray(probabilities)
-    except Exception as exc:
-        raise GombnetError(f"probabilities must be an array ({exc})") from None
-    if prob.ndim == 2:
-        prob = prob[None]
-    if prob.ndim != 3:
-        raise GombnetError(f"probabilities must be (C, H, W) or (H, W), got shape {prob.shape}")
-    if prob.size == 0:
-        raise GombnetError(f"probabilities is empty (shape {prob.shape})")
-    if not (np.issubdtype(prob.dtype, np.number) or prob.dtype == bool) or np.iscomplexobj(prob):
-        raise GombnetError(f"probabilities must hold real numbers, got dtype {prob.dtype}")
-    prob = prob.astype(np.float32, copy=False)
-    if not np.isfinite(prob).all():
-        raise GombnetError("probabilities contain NaN or infinite values")
-    return prob
+    prob = as_real_array(probabilities, "probabilities", (2, 3), "(C, H, W) or (H, W)")
+    return prob[None] if prob.ndim == 2 else prob
 
 
 def find_atoms(

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..arrays import as_real_array
 from ..errors import GombnetError, check
 from .atoms import find_atoms
 from .tiling import ensemble_predict, normalize_intensity, predict_tiled, resample, to_original_px
@@ -82,13 +83,9 @@ def torch_predict_fn(model: torch.nn.Module, device: str | torch.device | None =
 
 def check_image(image) -> np.ndarray:
     """A finite, non-constant 2-D image of at least 32 x 32 px, as float32."""
-    arr = np.asarray(image)
-    check(arr.ndim == 2, f"image must be 2-D, got {arr.ndim}-D data of shape {arr.shape}")
+    arr = as_real_array(image, "image", (2,), "2-D")
     check(min(arr.shape) >= MIN_IMAGE_PX, f"image of {arr.shape[1]}x{arr.shape[0]} px is smaller than "
                                           f"{MIN_IMAGE_PX} px")
-    check(np.issubdtype(arr.dtype, np.number), f"image has non-numeric type {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    check(bool(np.all(np.isfinite(arr))), "image contains NaN or infinite values")
     check(float(arr.max()) > float(arr.min()), "image is constant")
     return arr
 

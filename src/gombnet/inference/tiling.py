@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..arrays import as_real_array
 from ..errors import GombnetError
 
 __all__ = [
@@ -76,20 +77,7 @@ _MAX_LAYERS_TO_PERMUTE = 6  # 6! = 720 candidate orders; more is not a bilayer p
 
 
 def _check_image(image, name: str = "image") -> np.ndarray:
-    try:
-        arr = np.asarray(image)
-    except Exception as exc:  # e.g. ragged lists
-        raise GombnetError(f"{name} must be a 2-D array of numbers ({exc})") from None
-    if arr.ndim != 2:
-        raise GombnetError(f"{name} must be 2-D (H, W), got shape {arr.shape}")
-    if arr.size == 0:
-        raise GombnetError(f"{name} is empty (shape {arr.shape})")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise GombnetError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise GombnetError(f"{name} contains NaN or infinite values")
-    return arr
+    return as_real_array(image, name, (2,), "2-D (H, W)")
 
 
 def _positive(value, name: str) -> float:
@@ -675,7 +663,6 @@ def predict_tiled(
 
     # every pixel is covered with weight > 0 (windows never reach 0)
     acc /= weight
-    del weight
     if any(p != (0, 0) for p in pads):
         acc = np.ascontiguousarray(acc[:, pads[0][0]:pads[0][0] + height, pads[1][0]:pads[1][0] + width])
     np.clip(acc, 0.0, 1.0, out=acc)
