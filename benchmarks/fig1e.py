@@ -53,7 +53,7 @@ def row(results: dict) -> dict:
     return {"pixel_accuracy": results["pixel"]["pixel_accuracy"], "miou": results["pixel"]["mean_iou"],
             "atom_f1": atoms["overall"]["f1"],
             "atom_f1_per_layer": [per_layer[k]["f1"] for k in sorted(per_layer)],
-            "rmse_angstrom": atoms["overall"]["rmse_angstrom"]}
+            "rmse_angstrom": atoms["overall"]["rmse_angstrom"], "cross_layer_rate": atoms["cross_layer"]["rate"]}
 
 
 def main() -> None:
@@ -85,7 +85,7 @@ def main() -> None:
         cfg = TrainConfig(arch=arch, loss=loss, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                           filters=filters, seed=args.seed, device=args.device, normalized_dice=False)
         t0 = time.perf_counter()
-        resume = (out / "state.json").is_file()
+        resume = (out / "state.json").is_file()  # a finished run is only evaluated again
         config = train(data, out, cfg, resume=resume, log=lambda line, name=name: print(f"[{name}] {line}",
                                                                                      flush=True))
         timing[name] = {"seconds": time.perf_counter() - t0, "device": config["training"]["device"],
@@ -95,13 +95,13 @@ def main() -> None:
     print()
     print(f"Fig. 1e on graphene test split ({n} images of {size} px, filters {filters}, {epochs} epochs)")
     print(f"{'method':14s} {'pix.acc':>8s} {'mIoU':>7s} {'atomF1':>7s} {'F1 L0/L1':>11s} {'RMSE Å':>7s}"
-          f"   authors acc/IoU")
+          f" {'x-layer':>8s}   authors acc/IoU")
     for name, r in table.items():
         a = AUTHORS[name]
         f1l = "/".join(f"{v:.3f}" for v in r["atom_f1_per_layer"])
         print(f"{name:14s} {r['pixel_accuracy']:8.3f} {r['miou']:7.3f} {r['atom_f1']:7.3f} {f1l:>11s} "
-              f"{r['rmse_angstrom'] if r['rmse_angstrom'] is not None else float('nan'):7.3f}   "
-              f"{a[0]:.3f}/{a[1]:.3f}")
+              f"{r['rmse_angstrom'] if r['rmse_angstrom'] is not None else float('nan'):7.3f} "
+              f"{r['cross_layer_rate']:8.3f}   {a[0]:.3f}/{a[1]:.3f}")
     for name, t in timing.items():
         print(f"training {name}: {t['seconds']:.0f} s on {t['device']}, median {t['images_per_second']:.1f} images/s")
     (args.work / "fig1e.json").write_text(json.dumps({"table": table, "timing": timing, "n": n, "size": size,
