@@ -179,6 +179,17 @@ def stacking_at(
     return {"u_wx": u_wx, "u_xw": u_xw, "stacking": s}
 
 
+def parse_origin(origin_angstrom) -> tuple[float, float]:
+    """``origin_angstrom`` as two finite floats (x, y) [Å], or GombnetError."""
+    try:
+        ox, oy = (float(v) for v in origin_angstrom)
+    except (TypeError, ValueError):
+        raise GombnetError("origin_angstrom must be two numbers [x, y] in Å") from None
+    if not (math.isfinite(ox) and math.isfinite(oy)):
+        raise GombnetError("origin_angstrom must be finite")
+    return ox, oy
+
+
 def stacking_map(
     w_a,
     x_a,
@@ -231,12 +242,7 @@ def stacking_map(
     if rows < 1 or cols < 1 or rows * cols > _MAX_PIXELS:
         raise GombnetError(f"shape {rows} x {cols} is empty or too large (at most 16384 x 16384)")
     px = _positive(pixel_size_angstrom, "pixel_size_angstrom", upper=100.0)
-    try:
-        ox, oy = (float(v) for v in origin_angstrom)
-    except (TypeError, ValueError):
-        raise GombnetError("origin_angstrom must be two numbers [x, y] in Å") from None
-    if not (math.isfinite(ox) and math.isfinite(oy)):
-        raise GombnetError("origin_angstrom must be finite")
+    ox, oy = parse_origin(origin_angstrom)
     if isinstance(chunk_pixels, bool) or not isinstance(chunk_pixels, (int, np.integer)) or chunk_pixels < 1:
         raise GombnetError(f"chunk_pixels must be a positive integer, got {chunk_pixels!r}")
     try:

@@ -896,13 +896,18 @@ def _ome_calibration(xml: str):
     return None
 
 
-def _read_npy(path: Path) -> _Raw:
+def _np_load(path: Path):
+    """np.load that refuses pickles with a clear message."""
     try:
-        data = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise GombnetError(f"{path}: holds Python objects (pickles), which gombnet never loads") from exc
         raise
+
+
+def _read_npy(path: Path) -> _Raw:
+    data = _np_load(path)
     raw = _generic_array(np.asarray(data), "npy", path)
     raw.calibration_problem = "NPY files carry no calibration"
     return raw
@@ -924,12 +929,7 @@ _NPZ_UNIT_KEYS = ("pixel_unit", "pixel_size_unit", "pixel_units", "unit", "units
 
 
 def _read_npz(path: Path) -> _Raw:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise GombnetError(f"{path}: holds Python objects (pickles), which gombnet never loads") from exc
-        raise
+    archive = _np_load(path)
     with archive as z:
         arrays = {}
         for key in z.files:

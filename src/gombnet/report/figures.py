@@ -26,7 +26,7 @@ from ..analysis.composition import (
     VegardFit,
     vegard_lattice_constant,
 )
-from ..analysis.moire import stacking_reference_values
+from ..analysis.moire import parse_origin, stacking_reference_values
 from ..analysis.stats import KDEComparison, binned_kde
 from ..atomic import atomic_path
 from ..errors import GombnetError
@@ -347,12 +347,7 @@ def stacking_map_figure(
     if not np.any(np.isfinite(m)):
         raise GombnetError("stacking map has no finite values")
     px = _positive(pixel_size_angstrom, "pixel_size_angstrom", upper=100.0)
-    try:
-        ox, oy = (float(v) for v in origin_angstrom)
-    except (TypeError, ValueError):
-        raise GombnetError("origin_angstrom must be two numbers [x, y] in Å") from None
-    if not (math.isfinite(ox) and math.isfinite(oy)):
-        raise GombnetError("origin_angstrom must be finite")
+    ox, oy = parse_origin(origin_angstrom)
     rows, cols = m.shape
     extent = (ox - px / 2, ox + (cols - 0.5) * px, oy + (rows - 0.5) * px, oy - px / 2)
     with matplotlib.rc_context(_STYLE):
