@@ -111,11 +111,13 @@ def measure_lattice(
     """Measure lattice constant and orientation of one hexagonal layer.
 
     The nearest-neighbour distance ``d1`` is the median over atoms of each atom's
-    nearest distance (robust to a few false or missing atoms). Shells are then windows
-    of pair distances: first shell ``[0.7, 1.37] d1``; second shell (honeycomb lattice
-    vectors, ideally ``sqrt(3) d1``) ``[1.37, 1.87] d1``. ``a`` is the mean length of
-    the lattice vectors in the appropriate shell; the orientation is their six-fold
-    circular mean.
+    nearest distance (robust to a few false or missing atoms). The first shell starts as
+    the pair distances in ``[0.7, 1.37] d1`` and is then re-centred on its own mean with a
+    symmetric window of ±25 %; the second shell (honeycomb lattice vectors, ideally
+    ``sqrt(3) d1``) is a symmetric window of ±0.13 d1 re-centred on its mean (the third
+    shell lies at 2 d1). Symmetric windows keep the mean unbiased for noisy positions.
+    ``a`` is the mean length of the lattice vectors in the appropriate shell; the
+    orientation is their six-fold circular mean.
 
     Parameters
     ----------
@@ -149,15 +151,32 @@ def measure_lattice(
     if kind == "auto":
         kind = "honeycomb" if coordination <= 4.5 else "triangular"
 
-    i, j, dist = neighbor_pairs(pos, max_distance_angstrom=1.87 * d1, unique=True)
+    i, j, dist = neighbor_pairs(pos, max_distance_angstrom=2.2 * d1, unique=True)
     first = (dist >= 0.7 * d1) & (dist < 1.37 * d1)
-    second = (dist >= 1.37 * d1) & (dist < 1.87 * d1)
-    lat = second if kind == "honeycomb" else first
-    if lat.sum() < 3 or first.sum() < 1:
+    if first.sum() < 1:
+        raise GombnetError(f"too few {kind} lattice vectors found; are these positions of one {kind} layer?")
+    # d1 (a median of per-atom minima) is biased low by position noise, and windows cut
+    # asymmetrically around a shell bias its mean; so re-centre each shell window on the
+    # shell's own mean and keep it symmetric (half-width below half the gap to the next shell)
+    nn = float(dist[first].mean())
+    for _ in range(2):
+        first = np.abs(dist - nn) < 0.25 * nn
+        if first.sum() < 1:
+            break
+        nn = float(dist[first].mean())
+    if kind == "honeycomb":
+        centre = SQRT3 * nn
+        for _ in range(2):  # second shell sqrt(3) d1, third at 2 d1: half-width 0.13 d1
+            lat = np.abs(dist - centre) < 0.13 * nn
+            if lat.sum() < 3:
+                break
+            centre = float(dist[lat].mean())
+    else:
+        lat = first
+    if lat.sum() < 3:
         raise GombnetError(f"too few {kind} lattice vectors found; are these positions of one {kind} layer?")
     vec = pos[j[lat]] - pos[i[lat]]
     length = dist[lat]
-    nn = float(dist[first].mean())
     orient, spread = _circular_mean_deg(np.arctan2(vec[:, 1], vec[:, 0]), 60.0)
     n_vec = int(lat.sum())
     std = float(length.std(ddof=1)) if n_vec > 1 else 0.0
