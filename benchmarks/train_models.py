@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--no-ship", action="store_true", help="train and evaluate only")
+    ap.add_argument("--note", default="", help="remark for the model card (e.g. where and why so trained)")
     args = ap.parse_args()
     name = args.name or args.preset
     work = args.work / name
@@ -66,13 +67,12 @@ def main() -> None:
              "--batch-size", str(args.batch_size), "--schedule", args.schedule, "--seed", str(args.seed)]
     evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
                 "--json", str(report), "--overwrite"]
-    t0 = time.perf_counter()
+    t_sim = None  # unknown when the dataset of an earlier call is reused
     if not data.exists():
+        t0 = time.perf_counter()
         sh(simulate)
-    t_sim = time.perf_counter() - t0
-    t0 = time.perf_counter()
+        t_sim = round(time.perf_counter() - t0, 1)
     sh(train + (["--resume"] if (run / "state.json").is_file() else []))
-    t_train = time.perf_counter() - t0
     sh(evaluate)
     if args.no_ship:
         return
@@ -86,8 +86,7 @@ def main() -> None:
                        f"{config['n_layers']} layers), trained on gombnet's own simulator",
         "command": " && ".join(shlex.join(c[2:]).replace(str(args.work), "WORK") for c in (simulate, train, evaluate)),
         "hardware": machine(),
-        "wall_seconds": {"simulate": round(t_sim, 1), "train_this_call": round(t_train, 1),
-                         "train_total": config["training"].get("wall_seconds")},
+        "wall_seconds": {"simulate": t_sim, "train": config["training"].get("wall_seconds")},
         "test_metrics": {
             "n_images": results["meta"]["n_images"],
             "pixel_accuracy": pixel["pixel_accuracy"], "mean_iou": pixel["mean_iou"],
@@ -95,9 +94,11 @@ def main() -> None:
             "atom_f1": atoms["overall"]["f1"],
             "rmse_angstrom": atoms["overall"]["rmse_angstrom"],
             "cross_layer_rate": atoms["cross_layer"]["rate"],
-            "dopant_wrong_layer_rate": (atoms.get("dopant") or {}).get("rate"),
+            "dopant_wrong_layer_rate": (atoms.get("dopant") or {}).get("wrong_layer_rate"),
         },
     })
+    if args.note:
+        config["note"] = args.note
     config["data"].pop("path", None)  # a path on the training machine means nothing to users
     save_model(model, WEIGHTS_DIR, config, stem=name, half=True)
     size = (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size / 1e6

@@ -129,6 +129,8 @@ def test_predict_bad_pixel_size(tmp_path, tiny_run, real_data):
 def test_models_lists_shipped():
     result = run("models")
     assert result.exit_code == 0
+    assert "graphene:" in result.output and "ws2-wsse:" in result.output
+    assert "command:" in result.output and "test metrics" in result.output
 
 
 def test_train_config_file_and_explicit_options(tmp_path, tiny_graphene):

@@ -54,14 +54,15 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); give it the usual permissions of a new file
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         if path.exists() and not overwrite:  # created by someone else meanwhile
             raise GombnetError(f"{path} exists; pass --overwrite to replace it")
+        # mkstemp makes the file private (0600), and some writers recreate it: give the
+        # result the usual permissions of a new file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -361,7 +361,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
                 loss = loss_fn(logits.float(), y)
                 if not torch.isfinite(loss):
                     raise GombnetError(
-                        f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; "
+                        f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; "
                         f"the last good checkpoint is kept in {out} (try a lower --lr)")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
