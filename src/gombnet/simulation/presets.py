@@ -109,6 +109,18 @@ SCHEMA: tuple[tuple[str, str, str, Any], ...] = (
     ("labels", "disk_radius_angstrom", "posfloat", 0.5),
 )
 _SECTIONS = {s for s, *_ in SCHEMA if s}
+# noise and scan parameters drawn uniformly per image, in the order of ``Sample.params``
+NOISE_PARAMS = (
+    "background_amplitude",
+    "background_length_angstrom",
+    "amorphous_carbon_per_angstrom2",
+    "read_noise",
+    "line_offset",
+    "line_gain",
+    "jitter_sigma_angstrom",
+    "drift_shear",
+    "drift_stretch",
+)
 _LOG_UNIFORM = {"dose_counts_per_px"}
 
 Range = tuple[float, float]
@@ -246,15 +258,7 @@ class Preset:
             "atom_sigma_angstrom",
             "z_exponent",
             "dose_counts_per_px",
-            "background_amplitude",
-            "background_length_angstrom",
-            "amorphous_carbon_per_angstrom2",
-            "read_noise",
-            "line_offset",
-            "line_gain",
-            "jitter_sigma_angstrom",
-            "drift_shear",
-            "drift_stretch",
+            *NOISE_PARAMS,
         ]
         return tuple(names)
 

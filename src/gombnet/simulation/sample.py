@@ -19,7 +19,7 @@ from .imaging import (
 )
 from .labels import disk_masks
 from .lattices import ATOMIC_NUMBER, alloy_endmember, get_material
-from .presets import SCENARIOS, Preset
+from .presets import NOISE_PARAMS, SCENARIOS, Preset
 from .structure import SCENARIO_CODE, build_structure
 
 _CARBON_Z = 6
@@ -143,17 +143,7 @@ def draw_parameters(preset: Preset, rng: np.random.Generator) -> dict[str, float
     p["z_exponent"] = _uniform(rng, preset.z_exponent)
     lo, hi = preset.dose_counts_per_px
     p["dose_counts_per_px"] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))  # log-uniform
-    for key in (
-        "background_amplitude",
-        "background_length_angstrom",
-        "amorphous_carbon_per_angstrom2",
-        "read_noise",
-        "line_offset",
-        "line_gain",
-        "jitter_sigma_angstrom",
-        "drift_shear",
-        "drift_stretch",
-    ):
+    for key in NOISE_PARAMS:
         p[key] = _uniform(rng, getattr(preset, key))
     return p
 
