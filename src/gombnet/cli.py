@@ -167,7 +167,7 @@ def tune(
     timeout: Optional[float] = typer.Option(None, help="Stop starting new trials after this many seconds."),
     overwrite: bool = typer.Option(False, help="Start afresh in an existing search folder."),
 ):
-    """Hyperparameter search (filters, dropout, lr, alpha) with Optuna; needs `pip install 'gombnet[tune]'`."""
+    """Hyperparameter search (filters, dropout, lr, alpha) with Optuna (install the 'tune' extra)."""
     from .nn.tune import tune as run_tune
 
     result = run_tune(data, out, n_trials=n_trials, epochs=epochs, seed=seed, arch=arch, loss=loss,
