@@ -98,6 +98,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise GombnetError(f"cannot write to folder {path.parent}: {exc.strerror}") from None
     try:
         yield tmp
+        umask = os.umask(0)  # mkdtemp makes the folder private (0700)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
