@@ -115,11 +115,7 @@ def score_image(sample, result, *, class_names, n_layers: int, dopant) -> dict:
 
     px = float(sample.params["pixel_size_angstrom"])
     h, w = sample.image.shape
-    index = {c: i for i, c in enumerate(class_names)}
-    atoms = result.atoms
-    channel = np.array([layer * len(class_names) + index[sp] for layer, sp in
-                        zip(atoms["layer"], atoms["species"])], dtype=int)
-    found = {"channel": channel, "x_px": atoms["x_px"], "y_px": atoms["y_px"], "score": atoms["score"]}
+    found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
     border_px = RADIUS_ANGSTROM / px
     found = inside_border(found, h, w, border_px)
     columns = inside_border(sample.columns, h, w, border_px)

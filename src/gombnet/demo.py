@@ -82,11 +82,7 @@ def run_demo(out: str | os.PathLike = "gombnet-demo", *, seed: int = 0, overwrit
                              model_name=name)
             analysis = analyze_folder(folder, seed=seed)
             class_names = list(model.gombnet_config["class_names"])
-            index = {c: i for i, c in enumerate(class_names)}
-            channel = np.array([layer * len(class_names) + index[sp] for layer, sp in
-                                zip(result.atoms["layer"], result.atoms["species"])], dtype=int)
-            found = {"channel": channel, "x_px": result.atoms["x_px"], "y_px": result.atoms["y_px"],
-                     "score": result.atoms["score"]}
+            found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
             metrics = best_atom_assignment(found, sample.columns, n_layers=result.n_layers,
                                            class_names=class_names, radius_px=0.5 / px, pixel_size_angstrom=px,
                                            dopant_class=dopant_class(class_names))

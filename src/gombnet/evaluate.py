@@ -111,8 +111,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     try:
         for start in range(0, len(idx), batch_size):
             batch = idx[start:start + batch_size]
-            probs = predict_probabilities(model, ds.images[np.sort(batch)], batch_size=batch_size)
-            for i, p in zip(np.sort(batch), probs):
+            # split indices come sorted (np.flatnonzero), as h5py's fancy indexing needs
+            probs = predict_probabilities(model, ds.images[batch], batch_size=batch_size)
+            for i, p in zip(batch, probs):
                 per_image.append(evaluate_image(
                     p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers, class_names=ds.class_names,
                     pixel_size_angstrom=ds.pixel_size_angstrom(i), radius_angstrom=radius_angstrom,

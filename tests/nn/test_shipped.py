@@ -34,8 +34,7 @@ def test_graphene_model_separates_layers_on_a_simulated_image():
     sample = demo_image("graphene", seed=7, size_px=256)
     px = sample.params["pixel_size_angstrom"]
     result = predict(sample.image, load_model("graphene"), pixel_size_angstrom=px)
-    found = {"channel": result.atoms["layer"], "x_px": result.atoms["x_px"], "y_px": result.atoms["y_px"],
-             "score": result.atoms["score"]}
+    found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
     m = best_atom_assignment(found, sample.columns, n_layers=2, class_names=["C"], radius_px=0.5 / px,
                              pixel_size_angstrom=px)
     # the shipped CPU model reaches ~0.9 per layer on typical images; far above chance (~0.5)

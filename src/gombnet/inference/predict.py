@@ -31,7 +31,7 @@ class Prediction:
     Attributes
     ----------
     atoms : dict of numpy arrays
-        ``layer`` (int), ``species`` (str), ``x_px``, ``y_px`` (input-image pixels, x = column,
+        ``channel`` (int, layer-major: layer x classes + class), ``layer`` (int), ``species`` (str), ``x_px``, ``y_px`` (input-image pixels, x = column,
         y = row), ``x_angstrom``, ``y_angstrom`` (x_px * pixel size), ``score`` (peak probability).
     probabilities : numpy.ndarray (C, H', W') float32
         Probability maps at the model's pixel size (C = layers x classes, layer-major).
@@ -173,6 +173,7 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     x_px, y_px = to_original_px(found["x_px"], found["y_px"], zoom)
     channel = found["channel"].astype(int)
     atoms = {
+        "channel": channel,
         "layer": channel // cpl,
         "species": np.asarray(class_names, dtype=object)[channel % cpl] if len(channel) else
         np.zeros(0, dtype=object),
