@@ -11,6 +11,11 @@ Default size fits a 2-core CPU in about half an hour; ``--paper`` uses the paper
     python benchmarks/fig1e.py --work fig1e-work            # CPU size
     python benchmarks/fig1e.py --work fig1e-work --paper    # GPU size
 
+On a GPU with little time, ``--budget-seconds S`` gives each run S seconds (a short timed
+trial picks the epochs, at most the paper's 100), and ``--only NAME`` trains one run, so the
+three can share the GPU as three processes; a last call without ``--only`` finds the
+finished runs, evaluates them and prints the table.
+
 Authors' figures (pixel accuracy / IoU): random 0.500/0.138, U-Net+Dice 0.631/0.273,
 U-Net+Gomb 0.856/0.390, Gomb-Net 0.952/0.737.
 """
@@ -29,17 +34,19 @@ from gombnet.evaluate import evaluate_image, evaluate_model
 from gombnet.metrics import aggregate
 from gombnet.nn.train import TrainConfig, train
 
+from _budget import epochs_for_budget
+
 AUTHORS = {"random": (0.500, 0.138), "unet+dice": (0.631, 0.273), "unet+gomb": (0.856, 0.390),
            "gombnet+gomb": (0.952, 0.737)}
 RUNS = {"unet+dice": ("unet", "dice"), "unet+gomb": ("unet", "gomb"), "gombnet+gomb": ("gombnet", "gomb")}
 
 
-def random_guessing(data: Path, split: str, seed: int) -> dict:
+def random_guessing(data: Path, split: str, seed: int, max_images: int | None = None) -> dict:
     """Every pixel foreground with probability 0.5, evaluated like a model."""
     ds = read_dataset(data)
     rng = np.random.default_rng(seed)
     per_image = []
-    for i in ds.indices(split):
+    for i in ds.indices(split)[:max_images]:
         probs = rng.random(ds.masks[i].shape).astype(np.float32)
         per_image.append(evaluate_image(probs, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                         class_names=ds.class_names,
@@ -68,6 +75,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--max-val-images", type=int, help="validate each epoch on this many images")
+    ap.add_argument("--budget-seconds", type=float, help="wall time per training run (picks the epochs)")
+    ap.add_argument("--max-test-images", type=int, help="evaluate on the first N test images only")
+    ap.add_argument("--only", choices=list(RUNS), help="train this run only (no evaluation)")
     args = ap.parse_args()
     n, size, epochs, filters = (2000, 256, 100, "32,64,128,256") if args.paper else (600, 128, 12, "16,32,64,128")
     n, size, epochs = args.n or n, args.size or size, args.epochs or epochs
@@ -78,22 +89,41 @@ def main() -> None:
         t0 = time.perf_counter()
         write_dataset(data, "graphene", n, seed=args.seed, image_size_px=size)
         print(f"simulated {n} images of {size} px in {time.perf_counter() - t0:.1f} s", flush=True)
-    table = {"random": row(random_guessing(data, "test", args.seed))}
+    if args.only is None:
+        table = {"random": row(random_guessing(data, "test", args.seed, args.max_test_images))}
     timing = {}
     for name, (arch, loss) in RUNS.items():
+        if args.only not in (None, name):
+            continue
         out = args.work / name
         cfg = TrainConfig(arch=arch, loss=loss, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                          filters=filters, seed=args.seed, device=args.device, normalized_dice=False)
-        t0 = time.perf_counter()
+                          filters=filters, seed=args.seed, device=args.device, normalized_dice=False,
+                          max_val_images=args.max_val_images)
         resume = (out / "state.json").is_file()  # a finished run is only evaluated again
+        plan_file = args.work / f"{name}.budget.json"
+        if plan_file.is_file():
+            cfg.epochs = json.loads(plan_file.read_text())["epochs"]
+        elif args.budget_seconds and not resume:
+            plan = epochs_for_budget(data, cfg, args.budget_seconds, args.work / f"{name}.probe")
+            plan_file.write_text(json.dumps(plan))
+            print(f"[{name}] time budget {args.budget_seconds:.0f} s: {json.dumps(plan)}", flush=True)
+            cfg.epochs = plan["epochs"]
+        if args.budget_seconds:  # the trial can misjudge a shared GPU: a hard stop keeps the budget
+            cfg.time_limit_seconds = 1.15 * args.budget_seconds
         config = train(data, out, cfg, resume=resume, log=lambda line, name=name: print(f"[{name}] {line}",
                                                                                      flush=True))
-        timing[name] = {"seconds": time.perf_counter() - t0, "device": config["training"]["device"],
-                        "images_per_second": float(np.median([r["images_per_second"] for r in
-                                                              json.loads((out / "state.json").read_text())["rows"]]))}
-        table[name] = row(evaluate_model(out, data, split="test"))
+        rows = json.loads((out / "state.json").read_text())["rows"]
+        timing[name] = {"seconds": config["training"]["wall_seconds"], "device": config["training"]["device"],
+                        "epochs": len(rows),
+                        "images_per_second": float(np.median([r["images_per_second"] for r in rows]))}
+        if args.only is None:
+            table[name] = row(evaluate_model(out, data, split="test", max_images=args.max_test_images))
+    if args.only is not None:
+        return
     print()
-    print(f"Fig. 1e on graphene test split ({n} images of {size} px, filters {filters}, {epochs} epochs)")
+    ran = sorted({t["epochs"] for t in timing.values()})
+    print(f"Fig. 1e on graphene test split ({n} images of {size} px, filters {filters}, "
+          f"{'/'.join(map(str, ran))} epochs)")
     print(f"{'method':14s} {'pix.acc':>8s} {'mIoU':>7s} {'atomF1':>7s} {'F1 L0/L1':>11s} {'RMSE Å':>7s}"
           f" {'x-layer':>8s}   authors acc/IoU")
     for name, r in table.items():
@@ -103,7 +133,8 @@ def main() -> None:
               f"{r['rmse_angstrom'] if r['rmse_angstrom'] is not None else float('nan'):7.3f} "
               f"{r['cross_layer_rate']:8.3f}   {a[0]:.3f}/{a[1]:.3f}")
     for name, t in timing.items():
-        print(f"training {name}: {t['seconds']:.0f} s on {t['device']}, median {t['images_per_second']:.1f} images/s")
+        print(f"training {name}: {t['epochs']} epochs, {t['seconds']:.0f} s on {t['device']}, "
+              f"median {t['images_per_second']:.1f} images/s")
     (args.work / "fig1e.json").write_text(json.dumps({"table": table, "timing": timing, "n": n, "size": size,
                                                       "epochs": epochs, "filters": filters}, indent=2,
                                                      default=float))

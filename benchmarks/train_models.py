@@ -50,6 +50,10 @@ def main() -> None:
     ap.add_argument("--schedule", default="cosine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int)
+    ap.add_argument("--max-test-images", type=int, help="evaluate on the first N test images only")
+    ap.add_argument("--max-val-images", type=int, help="validate each epoch on this many images")
+    ap.add_argument("--budget-seconds", type=float,
+                    help="wall time for training: a short timed trial picks the epochs (at most --epochs)")
     ap.add_argument("--no-ship", action="store_true", help="train and evaluate only")
     ap.add_argument("--note", default="", help="remark for the model card (e.g. where and why so trained)")
     args = ap.parse_args()
@@ -67,12 +71,35 @@ def main() -> None:
              "--batch-size", str(args.batch_size), "--schedule", args.schedule, "--seed", str(args.seed)]
     evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
                 "--json", str(report), "--overwrite"]
+    if args.max_test_images:
+        evaluate += ["--max-images", str(args.max_test_images)]
     t_sim = None  # unknown when the dataset of an earlier call is reused
     if not data.exists():
         t0 = time.perf_counter()
         sh(simulate)
         t_sim = round(time.perf_counter() - t0, 1)
-    sh(train + (["--resume"] if (run / "state.json").is_file() else []))
+    if args.max_val_images:
+        train += ["--max-val-images", str(args.max_val_images)]
+    resume = (run / "state.json").is_file()
+    budget_file = work / "budget.json"
+    if args.budget_seconds:
+        if budget_file.is_file():  # a rerun keeps the epochs chosen the first time
+            plan = json.loads(budget_file.read_text())
+        else:
+            from _budget import epochs_for_budget
+            from gombnet.nn.train import TrainConfig
+
+            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dropout=args.dropout,
+                              filters=tuple(int(f) for f in args.filters.split(",")), seed=args.seed,
+                              max_val_images=args.max_val_images)
+            plan = {"budget_seconds": args.budget_seconds,
+                    **epochs_for_budget(data, cfg, args.budget_seconds, work / "probe")}
+            budget_file.write_text(json.dumps(plan))
+        print(f"time budget: {json.dumps(plan)}", flush=True)
+        train[train.index("--epochs") + 1] = str(plan["epochs"])
+        # the trial can misjudge a GPU shared with other runs: a hard stop keeps the budget
+        train += ["--time-limit-minutes", f"{1.15 * args.budget_seconds / 60:.2f}"]
+    sh(train + (["--resume"] if resume else []))
     sh(evaluate)
     if args.no_ship:
         return

@@ -143,6 +143,12 @@ def test_train_config_file_and_explicit_options(tmp_path, tiny_graphene):
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["epochs"] == 1 and config["training"]["lr"] == 0.002
     assert config["architecture"]["filters"] == [4, 8]
+    # a run's own config.json (time limit null) does not cancel --time-limit-minutes
+    result = run("train", "--data", tiny_graphene, "--out", tmp_path / "r3", "--config", out / "config.json",
+                 "--epochs", 3, "--time-limit-minutes", 1e-6)
+    assert result.exit_code == 0, result.output
+    assert "time limit" in result.output
+    assert json.loads((tmp_path / "r3" / "state.json").read_text())["epoch"] == 0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"learning_rate": 1}))
     one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "r2", "--config", bad),

@@ -113,6 +113,9 @@ def train(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
     max_train_images: Optional[int] = typer.Option(None, help="Use only the first N training images."),
+    max_val_images: Optional[int] = typer.Option(None, help="Validate on only the first N validation images."),
+    time_limit_minutes: Optional[float] = typer.Option(
+        None, help="Stop after the epoch that passes this wall time [min]; --resume continues."),
     config: Optional[Path] = typer.Option(None, help="JSON of training settings (e.g. best.json of `gombnet tune`); "
                                                      "options given on the command line win over it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
@@ -127,7 +130,9 @@ def train(
         _fail(f"--filters must be comma-separated integers, got {filters!r}")
     settings = dict(arch=arch, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, filters=widths,
                     dropout=dropout, alpha=alpha, normalized_dice=normalized_dice, schedule=schedule,
-                    augment=augment, seed=seed, device=device, max_train_images=max_train_images)
+                    augment=augment, seed=seed, device=device, max_train_images=max_train_images,
+                    max_val_images=max_val_images,
+                    time_limit_seconds=None if time_limit_minutes is None else 60.0 * time_limit_minutes)
     if config is not None:
         if not config.is_file():
             _fail(f"{config}: no such config file")
@@ -141,6 +146,8 @@ def train(
             _fail(f"{config}: unknown training settings {', '.join(unknown)}")
         # compared by name: typer vendors click in recent releases, older ones use click's enum
         given = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        if getattr(ctx.get_parameter_source("time_limit_minutes"), "name", "") == "COMMANDLINE":
+            given.add("time_limit_seconds")
         settings.update({k: (tuple(v) if k == "filters" else v) for k, v in loaded.items()
                          if k in settings and k not in given})
     cfg = TrainConfig(**settings)

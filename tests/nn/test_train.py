@@ -95,3 +95,30 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, tiny_graphene, monkeypatc
         train(tiny_graphene, out, TrainConfig(epochs=2, **TINY), resume=True)
     assert (out / "last.safetensors").read_bytes() == good
     assert json.loads((out / "state.json").read_text())["epoch"] == 0
+
+
+def test_time_limit_stops_after_an_epoch_and_resumes(tmp_path, tiny_graphene):
+    out = tmp_path / "run"
+    lines = []
+    train(tiny_graphene, out, TrainConfig(epochs=3, time_limit_seconds=1e-6, **TINY), log=lines.append)
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 0 and any("time limit" in line for line in lines)
+    assert (out / "model.safetensors").is_file()
+    config = train(tiny_graphene, out, TrainConfig(epochs=3, **TINY), resume=True)
+    assert config["training"]["epochs_done"] == 3
+    assert [int(r["epoch"]) for r in csv.DictReader((out / "metrics.csv").open())] == [1, 2, 3]
+
+
+def test_max_val_images_limits_validation(tmp_path, tiny_graphene, monkeypatch):
+    import gombnet.nn.train as train_module
+
+    seen = []
+    real = train_module.validate
+
+    def spy(model, dataset, indices, *args, **kwargs):
+        seen.append(len(indices))
+        return real(model, dataset, indices, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", spy)
+    train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=1, max_val_images=1, **TINY))
+    assert seen == [1]

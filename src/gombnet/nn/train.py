@@ -32,7 +32,7 @@ from ..data import Dataset, file_sha256, read_dataset
 from ..errors import GombnetError, check
 from ..jsonio import dumps
 from .checkpoint import load_state, save_model, save_weights
-from .dataset import Augmentation, SegmentationDataset, normalize_batch
+from .dataset import Augmentation, TrainingBatches, augment_batch, normalize_batch
 from .losses import make_loss
 from .model import GombNet
 
@@ -74,6 +74,13 @@ class TrainConfig:
         "auto" (cuda, then mps, then cpu), or a torch device string.
     max_train_images : int, optional
         Use only the first N training images (quick runs).
+    max_val_images : int, optional
+        Validate every epoch on only the first N validation images (large datasets: the
+        per-image metrics run on the CPU and would otherwise dominate a fast GPU epoch).
+    time_limit_seconds : float, optional
+        Stop after the epoch during which this much wall time [s] has passed in this call,
+        with everything saved; ``resume=True`` continues later. Guards a run on borrowed
+        machine time against an epoch count that turns out too large.
     """
 
     arch: str = "gombnet"
@@ -90,6 +97,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_train_images: int | None = None
+    max_val_images: int | None = None
+    time_limit_seconds: float | None = None
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -105,6 +114,10 @@ class TrainConfig:
               f"filters must be >= 2 positive widths, got {self.filters}")
         check(self.max_train_images is None or self.max_train_images >= 1,
               f"max_train_images must be >= 1, got {self.max_train_images}")
+        check(self.max_val_images is None or self.max_val_images >= 1,
+              f"max_val_images must be >= 1, got {self.max_val_images}")
+        check(self.time_limit_seconds is None or self.time_limit_seconds > 0,
+              f"time limit must be > 0 s, got {self.time_limit_seconds}")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -271,7 +284,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
         state = json.loads(state_path.read_text())
         saved = state["train_config"]
         saved["filters"] = tuple(saved["filters"])
-        cfg = TrainConfig(**{**saved, "epochs": max(cfg.epochs, saved["epochs"])})
+        # the time limit belongs to this call, not to the interrupted one
+        cfg = TrainConfig(**{**saved, "epochs": max(cfg.epochs, saved["epochs"]),
+                             "time_limit_seconds": cfg.time_limit_seconds})
     elif out.exists() and any(out.iterdir()):
         check(overwrite, f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
         for name in ("model.safetensors", "config.json", "metrics.csv", "last.safetensors",
@@ -288,12 +303,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
           f"batch size {cfg.batch_size} is larger than the {len(train_idx)} training images")
     if len(val_idx) == 0:
         val_idx = train_idx[: max(1, len(train_idx) // 5)]
+    if cfg.max_val_images:
+        val_idx = val_idx[:cfg.max_val_images]
     size = dataset.images.shape[-1]
     device = pick_device(cfg.device)
     model = make_network(cfg, n_layers, len(class_names))
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = _loss_fn(cfg, n_layers)
 
@@ -328,10 +346,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
     }
     if best_metrics:
         config["metrics"] = best_metrics
-    train_set = SegmentationDataset(dataset.images, dataset.masks, train_idx,
-                                    Augmentation() if cfg.augment else None, aug_rng)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                                         generator=shuffle, drop_last=True, num_workers=0)
+    loader = TrainingBatches(dataset.images, dataset.masks, train_idx, cfg.batch_size, shuffle)
+    augmentation = Augmentation() if cfg.augment else None
     bar = None
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -353,7 +369,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
             t0, total, count = time.perf_counter(), 0.0, 0
             for step, (x, y) in enumerate(loader):
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).float()
+                if augmentation is not None:
+                    x, y = augment_batch(x, y, augmentation, aug_rng)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(device):
@@ -403,6 +421,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
                 "epoch": epoch, "best_metric": best, "rows": rows, "optimizer": opt_scalars,
                 "aug_rng": aug_rng.bit_generator.state, "train_config": asdict(cfg),
                 "wall_seconds": wall}), overwrite=True)
+            spent = time.perf_counter() - t_run
+            if cfg.time_limit_seconds and spent > cfg.time_limit_seconds and epoch + 1 < cfg.epochs:
+                if log:
+                    log(f"time limit of {cfg.time_limit_seconds:.0f} s reached after epoch {epoch + 1}/{cfg.epochs}; "
+                        f"everything is saved, continue with --resume")
+                break
     finally:
         rng_fork.__exit__(None, None, None)
         if bar:
