@@ -81,6 +81,11 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
     assert numbers["meta"]["n_images"] == 12
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--json", report), "--overwrite")
     one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tiny_graphene), "not found")
+    result = run("evaluate", "--model", out, "--data", tiny_graphene, "--split", "all", "--by", "twist_deg",
+                 "--groups", 2)
+    assert result.exit_code == 0, result.output
+    assert "twist_deg" in result.output
+    one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--by", "twist"), "twist_deg")
     one_line_error(run("train", "--data", tmp_path / "missing.h5", "--out", tmp_path / "r2"), "missing.h5")
     one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "r3", "--filters", "a,b"),
                    "--filters")

@@ -40,3 +40,24 @@ def test_mismatched_classes(tmp_path, tiny_graphene, tiny_wsse):
         evaluate_model(tmp_path / "run", tiny_wsse)
     with pytest.raises(GombnetError, match="threshold"):
         evaluate_model(tmp_path / "run", tiny_graphene, threshold=1.5)
+
+
+def test_metrics_by_simulation_parameter(tmp_path, tiny_graphene):
+    from gombnet.data import read_dataset
+    from gombnet.evaluate import format_groups
+
+    train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=1, filters=(4, 8), batch_size=3, device="cpu"))
+    results = evaluate_model(tmp_path / "run", tiny_graphene, split="all", group_by="dose_counts_per_px",
+                             n_groups=3)
+    groups = results["groups"]
+    assert [g["n_images"] for g in groups] == [4, 4, 4]
+    doses = np.sort(read_dataset(tiny_graphene).params["dose_counts_per_px"])
+    # groups follow the parameter's order and cover its whole range
+    assert groups[0]["low"] == pytest.approx(doses[0]) and groups[-1]["high"] == pytest.approx(doses[-1])
+    assert all(a["high"] <= b["low"] for a, b in zip(groups, groups[1:]))
+    assert all(0 <= g["mean_iou"] <= 1 and set(g["f1_per_layer"]) == {"layer0", "layer1"} for g in groups)
+    assert "dose_counts_per_px" in format_groups(groups).splitlines()[0]
+    with pytest.raises(GombnetError, match="no simulation parameter 'dose'.*dose_counts_per_px"):
+        evaluate_model(tmp_path / "run", tiny_graphene, split="all", group_by="dose")
+    with pytest.raises(GombnetError, match="n_groups"):
+        evaluate_model(tmp_path / "run", tiny_graphene, split="all", group_by="twist_deg", n_groups=13)

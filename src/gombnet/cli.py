@@ -193,20 +193,26 @@ def evaluate(
     radius_angstrom: float = typer.Option(0.5, help="Matching radius for atoms [Å]."),
     threshold: float = typer.Option(0.5, help="Probability threshold for masks and atoms."),
     max_images: Optional[int] = typer.Option(None, help="Evaluate only the first N images of the split."),
+    by: Optional[str] = typer.Option(None, help="Also score groups of images by this simulation parameter "
+                                                "(e.g. dose_counts_per_px, twist_deg)."),
+    groups: int = typer.Option(4, help="Number of equal-size groups for --by."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
 ):
     """Pixel and atom metrics of a model on simulated data with known atoms."""
     from .atomic import check_output_path, write_text_atomic
-    from .evaluate import evaluate_model
+    from .evaluate import evaluate_model, format_groups
     from .jsonio import dumps
     from .metrics import format_table
 
     if json_out is not None:
         check_output_path(json_out, overwrite)
     results = evaluate_model(model, data, split=split, radius_angstrom=radius_angstrom,
-                             threshold=threshold, max_images=max_images, progress=sys.stderr.isatty())
+                             threshold=threshold, max_images=max_images, group_by=by, n_groups=groups,
+                             progress=sys.stderr.isatty())
     typer.echo(format_table(results))
+    if by is not None:
+        typer.echo(format_groups(results["groups"]))
     if json_out is not None:
         write_text_atomic(json_out, dumps(results), overwrite=overwrite)
         typer.echo(f"all numbers written to {json_out}")

@@ -76,14 +76,24 @@ def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
 
 def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radius_angstrom: float = 0.5,
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
-                   progress: bool = False) -> dict:
+                   group_by: str | None = None, n_groups: int = 4, progress: bool = False) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
+
+    Parameters
+    ----------
+    group_by : str, optional
+        A simulation parameter of the dataset (``params/<name>``, e.g. ``dose_counts_per_px``
+        or ``twist_deg``): the images are also split into ``n_groups`` groups of equal size
+        by its value, and each group is scored on its own, to show where the model fails.
+    n_groups : int
+        Number of groups for ``group_by``.
 
     Returns
     -------
     dict
         Aggregated metrics (see :func:`gombnet.metrics.aggregate`) plus ``meta``
-        (model, data, split, number of images, radius, threshold, seconds).
+        (model, data, split, number of images, radius, threshold, seconds) and, with
+        ``group_by``, ``groups``: one summary per group (see :func:`group_summary`).
     """
     check(0 < threshold < 1, f"threshold must be in (0, 1), got {threshold}")
     check(radius_angstrom > 0, f"matching radius must be > 0 Å, got {radius_angstrom}")
@@ -99,6 +109,10 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     if max_images:
         idx = idx[:max_images]
     check(len(idx) > 0, f"{data}: the {split} split is empty")
+    if group_by is not None:
+        check(group_by in ds.params, f"{data}: no simulation parameter {group_by!r}; "
+                                     f"choose one of {', '.join(sorted(ds.params))}")
+        check(1 <= n_groups <= len(idx), f"n_groups must be in 1..{len(idx)} (images), got {n_groups}")
     t0 = time.perf_counter()
     per_image = []
     bar = None
@@ -127,4 +141,35 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold,
                        "seconds": round(time.perf_counter() - t0, 2)}
+    if group_by is not None:
+        values = np.asarray(ds.params[group_by])[idx].astype(float)
+        order = np.argsort(values, kind="stable")
+        results["groups"] = [group_summary(group_by, values[g], [per_image[k] for k in g])
+                             for g in np.array_split(order, n_groups)]
     return results
+
+
+def group_summary(parameter: str, values: np.ndarray, per_image: list) -> dict:
+    """Headline metrics of a group of images whose ``parameter`` lies in ``values``' range:
+    ``parameter``, ``low``, ``high``, ``n_images``, ``mean_iou`` (pooled, as the overall one), ``atom_f1``,
+    ``f1_per_layer``, ``rmse_angstrom``, ``cross_layer_rate``."""
+    r = aggregate(per_image)
+    atoms = r["atoms"]
+    return {"parameter": parameter, "low": float(values.min()), "high": float(values.max()),
+            "n_images": len(per_image), "mean_iou": r["pixel"]["mean_iou"],
+            "atom_f1": atoms["overall"]["f1"],
+            "f1_per_layer": {k: v["f1"] for k, v in sorted(atoms["per_layer"].items())},
+            "rmse_angstrom": atoms["overall"]["rmse_angstrom"], "cross_layer_rate": atoms["cross_layer"]["rate"]}
+
+
+def format_groups(groups: list) -> str:
+    """The ``groups`` of :func:`evaluate_model` as a fixed-width table."""
+    head = f"{groups[0]['parameter']:>24s} {'images':>6s} {'mIoU':>6s} {'atomF1':>6s} {'F1 per layer':>14s} " \
+           f"{'RMSE Å':>7s} {'x-layer':>7s}"
+    lines = [head]
+    for g in groups:
+        rmse = g["rmse_angstrom"] if g["rmse_angstrom"] is not None else float("nan")
+        f1 = "/".join(f"{v:.3f}" for v in g["f1_per_layer"].values())
+        lines.append(f"{g['low']:>11.4g} – {g['high']:<10.4g} {g['n_images']:6d} {g['mean_iou']:6.3f} "
+                     f"{g['atom_f1']:6.3f} {f1:>14s} {rmse:7.3f} {g['cross_layer_rate']:7.3f}")
+    return "\n".join(lines)
