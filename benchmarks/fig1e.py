@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--max-val-images", type=int, help="validate each epoch on this many images")
     ap.add_argument("--budget-seconds", type=float, help="wall time per training run (picks the epochs)")
     ap.add_argument("--max-test-images", type=int, help="evaluate on the first N test images only")
+    ap.add_argument("--eval-workers", type=int, default=1, help="processes scoring the test images")
     ap.add_argument("--only", choices=list(RUNS), help="train this run only (no evaluation)")
     args = ap.parse_args()
     n, size, epochs, filters = (2000, 256, 100, "32,64,128,256") if args.paper else (600, 128, 12, "16,32,64,128")
@@ -117,7 +118,8 @@ def main() -> None:
                         "epochs": len(rows),
                         "images_per_second": float(np.median([r["images_per_second"] for r in rows]))}
         if args.only is None:
-            table[name] = row(evaluate_model(out, data, split="test", max_images=args.max_test_images))
+            table[name] = row(evaluate_model(out, data, split="test", max_images=args.max_test_images,
+                                                workers=args.eval_workers))
     if args.only is not None:
         return
     print()

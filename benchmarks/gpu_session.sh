@@ -69,7 +69,7 @@ if has ship; then
     for preset in graphene ws2-wsse; do
         $PY benchmarks/train_models.py "$preset" --work "$WORK" --n "$N_SHIP" --size "$SIZE_SHIP" \
             --filters "$FILTERS_SHIP" --epochs "$MAX_EPOCHS" --batch-size "$BATCH" --lr 1e-3 --schedule cosine \
-            --max-val-images "$MAX_VAL" --max-test-images "$MAX_TEST" --budget-seconds "$TRAIN_SECONDS" \
+            --max-val-images "$MAX_VAL" --max-test-images "$MAX_TEST" --eval-workers 4 --budget-seconds "$TRAIN_SECONDS" \
             --note "trained on a lent GPU beside other trainings, epochs fitted to a ${TRAIN_SECONDS} s budget" \
             > "$LOG/train-$preset.txt" 2>&1 &
     done
@@ -86,7 +86,7 @@ fi
 wait
 stamp "trained"
 has fig1e && $PY benchmarks/fig1e.py --work "$WORK/fig1e" --n "$N_FIG" --size "$SIZE_FIG" --filters "$FILTERS_FIG" \
-    --epochs "$MAX_EPOCHS" --batch-size "$BATCH_FIG" --max-test-images "$MAX_TEST_FIG" 2>&1 | tee "$OUT/fig1e-table.txt"
+    --epochs "$MAX_EPOCHS" --batch-size "$BATCH_FIG" --max-test-images "$MAX_TEST_FIG" --eval-workers 8 2>&1 | tee "$OUT/fig1e-table.txt"
 stamp "evaluated"
 
 has ship && cp src/gombnet/weights/graphene.* src/gombnet/weights/ws2-wsse.* "$OUT/"

@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--max-test-images", type=int, help="evaluate on the first N test images only")
+    ap.add_argument("--eval-workers", type=int, default=1, help="processes scoring the test images")
     ap.add_argument("--max-val-images", type=int, help="validate each epoch on this many images")
     ap.add_argument("--budget-seconds", type=float,
                     help="wall time for training: a short timed trial picks the epochs (at most --epochs)")
@@ -73,6 +74,8 @@ def main() -> None:
                 "--json", str(report), "--overwrite"]
     if args.max_test_images:
         evaluate += ["--max-images", str(args.max_test_images)]
+    if args.eval_workers > 1:
+        evaluate += ["--workers", str(args.eval_workers)]
     t_sim = None  # unknown when the dataset of an earlier call is reused
     if not data.exists():
         t0 = time.perf_counter()

@@ -61,3 +61,13 @@ def test_metrics_by_simulation_parameter(tmp_path, tiny_graphene):
         evaluate_model(tmp_path / "run", tiny_graphene, split="all", group_by="dose")
     with pytest.raises(GombnetError, match="n_groups"):
         evaluate_model(tmp_path / "run", tiny_graphene, split="all", group_by="twist_deg", n_groups=13)
+
+
+def test_scoring_in_worker_processes_gives_the_same_numbers(tiny_run, tiny_graphene):
+    one = evaluate_model(tiny_run, tiny_graphene, split="all")
+    two = evaluate_model(tiny_run, tiny_graphene, split="all", workers=2)
+    for results in (one, two):
+        results["meta"].pop("seconds")
+    assert json.dumps(one, sort_keys=True, default=str) == json.dumps(two, sort_keys=True, default=str)
+    with pytest.raises(GombnetError, match="workers"):
+        evaluate_model(tiny_run, tiny_graphene, workers=0)

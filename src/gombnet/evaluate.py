@@ -76,7 +76,8 @@ def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
 
 def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radius_angstrom: float = 0.5,
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
-                   group_by: str | None = None, n_groups: int = 4, progress: bool = False) -> dict:
+                   group_by: str | None = None, n_groups: int = 4, workers: int = 1,
+                   progress: bool = False) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -87,6 +88,11 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         by its value, and each group is scored on its own, to show where the model fails.
     n_groups : int
         Number of groups for ``group_by``.
+    workers : int
+        Processes that score the images (atom finding and matching run on the CPU, one image
+        at a time; on a GPU machine they are the slow part). The network runs in this process.
+        Each worker starts by importing PyTorch, so this pays off only with many images and
+        cores: on a 2-core CPU, 200 test images took 8.5 s with 1 worker and 11.6 s with 2.
 
     Returns
     -------
@@ -113,8 +119,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         check(group_by in ds.params, f"{data}: no simulation parameter {group_by!r}; "
                                      f"choose one of {', '.join(sorted(ds.params))}")
         check(1 <= n_groups <= len(idx), f"n_groups must be in 1..{len(idx)} (images), got {n_groups}")
+    check(workers >= 1, f"workers must be >= 1, got {workers}")
     t0 = time.perf_counter()
-    per_image = []
+    scored = []  # per image: a result, or a future of one
     bar = None
     if progress:
         from rich.progress import Progress
@@ -122,19 +129,37 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         bar = Progress(transient=True)
         task = bar.add_task("evaluating", total=len(idx))
         bar.start()
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from .data import _single_threaded
+
+        # spawn, not fork: this process may hold a CUDA context, which forked children must not inherit
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_single_threaded)
     try:
         for start in range(0, len(idx), batch_size):
             batch = idx[start:start + batch_size]
             # split indices come sorted (np.flatnonzero), as h5py's fancy indexing needs
             probs = predict_probabilities(model, ds.images[batch], batch_size=batch_size)
             for i, p in zip(batch, probs):
-                per_image.append(evaluate_image(
-                    p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers, class_names=ds.class_names,
-                    pixel_size_angstrom=ds.pixel_size_angstrom(i), radius_angstrom=radius_angstrom,
-                    threshold=threshold))
-                if bar:
+                args = (p, ds.masks[i], ds.columns_of(i))
+                kwargs = dict(n_layers=ds.n_layers, class_names=ds.class_names,
+                              pixel_size_angstrom=ds.pixel_size_angstrom(i), radius_angstrom=radius_angstrom,
+                              threshold=threshold)
+                scored.append(pool.submit(evaluate_image, *args, **kwargs) if pool else evaluate_image(*args, **kwargs))
+                if bar and not pool:
                     bar.advance(task)
+        per_image = []
+        for r in scored:  # in image order, whatever order the workers finish in
+            per_image.append(r.result() if pool else r)
+            if bar and pool:
+                bar.advance(task)
     finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
         if bar:
             bar.stop()
     results = aggregate(per_image)
