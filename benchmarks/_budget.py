@@ -35,3 +35,13 @@ def epochs_for_budget(data: Path, cfg: TrainConfig, seconds: float, probe_dir: P
     epochs = max(1, min(cfg.epochs, int(seconds * safety / epoch_seconds)))
     return {"epochs": epochs, "images_per_second": images_per_second, "epoch_seconds": epoch_seconds,
             "validation_seconds": validation_seconds, "n_train": n_train}
+
+
+def planned_epochs(plan_file: Path, data: Path, cfg: TrainConfig, seconds: float | None, probe_dir: Path) -> dict:
+    """The plan of :func:`epochs_for_budget`, kept in ``plan_file``: a rerun (resuming an
+    interrupted run) reads the epochs chosen the first time instead of timing again."""
+    if plan_file.is_file():
+        return json.loads(plan_file.read_text())
+    plan = {"budget_seconds": seconds, **epochs_for_budget(data, cfg, seconds, probe_dir)}
+    plan_file.write_text(json.dumps(plan))
+    return plan

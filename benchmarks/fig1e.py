@@ -34,7 +34,7 @@ from gombnet.evaluate import evaluate_image, evaluate_model
 from gombnet.metrics import aggregate
 from gombnet.nn.train import TrainConfig, train
 
-from _budget import epochs_for_budget
+from _budget import planned_epochs
 
 AUTHORS = {"random": (0.500, 0.138), "unet+dice": (0.631, 0.273), "unet+gomb": (0.856, 0.390),
            "gombnet+gomb": (0.952, 0.737)}
@@ -102,12 +102,9 @@ def main() -> None:
                           max_val_images=args.max_val_images)
         resume = (out / "state.json").is_file()  # a finished run is only evaluated again
         plan_file = args.work / f"{name}.budget.json"
-        if plan_file.is_file():
-            cfg.epochs = json.loads(plan_file.read_text())["epochs"]
-        elif args.budget_seconds and not resume:
-            plan = epochs_for_budget(data, cfg, args.budget_seconds, args.work / f"{name}.probe")
-            plan_file.write_text(json.dumps(plan))
-            print(f"[{name}] time budget {args.budget_seconds:.0f} s: {json.dumps(plan)}", flush=True)
+        if plan_file.is_file() or (args.budget_seconds and not resume):
+            plan = planned_epochs(plan_file, data, cfg, args.budget_seconds, args.work / f"{name}.probe")
+            print(f"[{name}] time budget: {json.dumps(plan)}", flush=True)
             cfg.epochs = plan["epochs"]
         if args.budget_seconds:  # the trial can misjudge a shared GPU: a hard stop keeps the budget
             cfg.time_limit_seconds = 1.15 * args.budget_seconds

@@ -84,20 +84,14 @@ def main() -> None:
     if args.max_val_images:
         train += ["--max-val-images", str(args.max_val_images)]
     resume = (run / "state.json").is_file()
-    budget_file = work / "budget.json"
     if args.budget_seconds:
-        if budget_file.is_file():  # a rerun keeps the epochs chosen the first time
-            plan = json.loads(budget_file.read_text())
-        else:
-            from _budget import epochs_for_budget
-            from gombnet.nn.train import TrainConfig
+        from _budget import planned_epochs
+        from gombnet.nn.train import TrainConfig
 
-            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dropout=args.dropout,
-                              filters=tuple(int(f) for f in args.filters.split(",")), seed=args.seed,
-                              max_val_images=args.max_val_images)
-            plan = {"budget_seconds": args.budget_seconds,
-                    **epochs_for_budget(data, cfg, args.budget_seconds, work / "probe")}
-            budget_file.write_text(json.dumps(plan))
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dropout=args.dropout,
+                          filters=tuple(int(f) for f in args.filters.split(",")), seed=args.seed,
+                          max_val_images=args.max_val_images)
+        plan = planned_epochs(work / "budget.json", data, cfg, args.budget_seconds, work / "probe")
         print(f"time budget: {json.dumps(plan)}", flush=True)
         train[train.index("--epochs") + 1] = str(plan["epochs"])
         # the trial can misjudge a GPU shared with other runs: a hard stop keeps the budget

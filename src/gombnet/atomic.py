@@ -39,6 +39,13 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def _chmod_as_new(path: Path, mode: int) -> None:
+    """Give ``path`` the permissions a plain ``open``/``mkdir`` would: ``mode`` less the umask."""
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path; on success it is renamed to ``path``.
@@ -60,9 +67,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             raise GombnetError(f"{path} exists; pass --overwrite to replace it")
         # mkstemp makes the file private (0600), and some writers recreate it: give the
         # result the usual permissions of a new file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        _chmod_as_new(tmp_path, 0o666)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -98,9 +103,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise GombnetError(f"cannot write to folder {path.parent}: {exc.strerror}") from None
     try:
         yield tmp
-        umask = os.umask(0)  # mkdtemp makes the folder private (0700)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        _chmod_as_new(tmp, 0o777)  # mkdtemp makes the folder private (0700)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -145,9 +145,9 @@ def train(
         if unknown:
             _fail(f"{config}: unknown training settings {', '.join(unknown)}")
         # compared by name: typer vendors click in recent releases, older ones use click's enum
-        given = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
-        if getattr(ctx.get_parameter_source("time_limit_minutes"), "name", "") == "COMMANDLINE":
-            given.add("time_limit_seconds")
+        option_of = {"time_limit_seconds": "time_limit_minutes"}  # settings named otherwise on the command line
+        given = {k for k in settings
+                 if getattr(ctx.get_parameter_source(option_of.get(k, k)), "name", "") == "COMMANDLINE"}
         settings.update({k: (tuple(v) if k == "filters" else v) for k, v in loaded.items()
                          if k in settings and k not in given})
     cfg = TrainConfig(**settings)

@@ -74,9 +74,12 @@ def _simulate_one(args):
     return simulate_sample(preset, np.random.default_rng(seed_seq), image_size_px=image_size_px)
 
 
-def _single_threaded() -> None:
-    # the simulator's small matrix products gain nothing from BLAS threads, which only
-    # compete with the other workers for the cores (measured: 2 workers ran no faster than 1)
+def limit_blas_threads() -> None:
+    """Initializer of worker processes: one BLAS/OpenMP thread each.
+
+    Per-image work (simulation, scoring) gains nothing from BLAS threads, which only compete
+    with the other workers for the cores (measured: 2 simulation workers ran no faster than 1).
+    """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -90,7 +93,7 @@ def _iter_samples(preset, seeds, workers: int, image_size_px) -> Iterator:
         with threadpool_limits(1):
             yield from map(_simulate_one, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=limit_blas_threads) as pool:
         # map keeps the order, so the file does not depend on scheduling
         yield from pool.map(_simulate_one, jobs, chunksize=8)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future
 
 import numpy as np
 import torch
@@ -121,7 +122,6 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         check(1 <= n_groups <= len(idx), f"n_groups must be in 1..{len(idx)} (images), got {n_groups}")
     check(workers >= 1, f"workers must be >= 1, got {workers}")
     t0 = time.perf_counter()
-    scored = []  # per image: a result, or a future of one
     bar = None
     if progress:
         from rich.progress import Progress
@@ -129,34 +129,31 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         bar = Progress(transient=True)
         task = bar.add_task("evaluating", total=len(idx))
         bar.start()
-    pool = None
+    submit, pool = _run_now, None
     if workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from .data import _single_threaded
+        from .data import limit_blas_threads
 
         # spawn, not fork: this process may hold a CUDA context, which forked children must not inherit
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_single_threaded)
+                                   initializer=limit_blas_threads)
+        submit = pool.submit
+    scored = []
     try:
         for start in range(0, len(idx), batch_size):
             batch = idx[start:start + batch_size]
             # split indices come sorted (np.flatnonzero), as h5py's fancy indexing needs
             probs = predict_probabilities(model, ds.images[batch], batch_size=batch_size)
             for i, p in zip(batch, probs):
-                args = (p, ds.masks[i], ds.columns_of(i))
-                kwargs = dict(n_layers=ds.n_layers, class_names=ds.class_names,
-                              pixel_size_angstrom=ds.pixel_size_angstrom(i), radius_angstrom=radius_angstrom,
-                              threshold=threshold)
-                scored.append(pool.submit(evaluate_image, *args, **kwargs) if pool else evaluate_image(*args, **kwargs))
-                if bar and not pool:
-                    bar.advance(task)
-        per_image = []
-        for r in scored:  # in image order, whatever order the workers finish in
-            per_image.append(r.result() if pool else r)
-            if bar and pool:
-                bar.advance(task)
+                future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
+                                class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),
+                                radius_angstrom=radius_angstrom, threshold=threshold)
+                if bar:
+                    future.add_done_callback(lambda _: bar.advance(task))
+                scored.append(future)
+        per_image = [f.result() for f in scored]  # in image order, whatever order the workers finish in
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
@@ -172,6 +169,13 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         results["groups"] = [group_summary(group_by, values[g], [per_image[k] for k in g])
                              for g in np.array_split(order, n_groups)]
     return results
+
+
+def _run_now(fn, *args, **kwargs) -> Future:
+    """Call ``fn`` here and now, as a finished future (the one-process twin of ``pool.submit``)."""
+    future = Future()
+    future.set_result(fn(*args, **kwargs))
+    return future
 
 
 def group_summary(parameter: str, values: np.ndarray, per_image: list) -> dict:
