@@ -6,6 +6,11 @@ Re-running continues an interrupted run (the dataset is kept, training resumes).
 
     python benchmarks/train_models.py graphene --work models-work --n 1500 --size 128 \
         --epochs 20 --filters 16,32,64,128 --lr 1e-3 --batch-size 8
+
+Fine-tuning a shipped model (its card goes into the new card under ``fine_tuned_from``):
+
+    python benchmarks/train_models.py ws2-wsse --work models-work --n 2500 --run ft \
+        --init ws2-wsse --per-class-dice --epochs 20 --lr 3e-4 --max-val-images 200
 """
 
 from __future__ import annotations
@@ -55,13 +60,17 @@ def main() -> None:
     ap.add_argument("--max-val-images", type=int, help="validate each epoch on this many images")
     ap.add_argument("--budget-seconds", type=float,
                     help="wall time for training: a short timed trial picks the epochs (at most --epochs)")
+    ap.add_argument("--per-class-dice", action="store_true", help="one Dice per class inside each layer")
+    ap.add_argument("--dice-smooth", type=float, help="Dice smoothing [px] (gombnet train --dice-smooth)")
+    ap.add_argument("--init", help="fine-tune: start from this model (shipped name or run folder)")
+    ap.add_argument("--run", default="run", help="run folder name inside WORK/NAME (default: run)")
     ap.add_argument("--no-ship", action="store_true", help="train and evaluate only")
     ap.add_argument("--note", default="", help="remark for the model card (e.g. where and why so trained)")
     args = ap.parse_args()
     name = args.name or args.preset
     work = args.work / name
     work.mkdir(parents=True, exist_ok=True)
-    data, run, report = work / "data.h5", work / "run", work / "test.json"
+    data, run, report = work / "data.h5", work / args.run, work / ("test.json" if args.run == "run" else f"test-{args.run}.json")
     gombnet = [sys.executable, "-m", "gombnet"]
     simulate = [*gombnet, "simulate", "--preset", args.preset, "--n", str(args.n), "--size", str(args.size),
                 "--seed", str(args.seed), "--out", str(data)]
@@ -70,6 +79,16 @@ def main() -> None:
     train = [*gombnet, "train", "--data", str(data), "--out", str(run), "--epochs", str(args.epochs),
              "--filters", args.filters, "--dropout", str(args.dropout), "--lr", str(args.lr),
              "--batch-size", str(args.batch_size), "--schedule", args.schedule, "--seed", str(args.seed)]
+    if args.per_class_dice:
+        train.append("--per-class-dice")
+    if args.dice_smooth is not None:
+        train += ["--dice-smooth", str(args.dice_smooth)]
+    origin = None
+    if args.init:
+        train += ["--init", args.init]
+        # the starting model's own card: read now, shipping may replace it under the same name
+        origin = {k: v for k, v in load_model(args.init).gombnet_config.items()
+                  if k in ("name", "command", "hardware", "wall_seconds", "training", "test_metrics", "note")}
     evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
                 "--json", str(report), "--overwrite"]
     if args.max_test_images:
@@ -121,6 +140,8 @@ def main() -> None:
             "dopant_wrong_layer_rate": (atoms.get("dopant") or {}).get("wrong_layer_rate"),
         },
     })
+    if origin:
+        config["fine_tuned_from"] = origin
     if args.note:
         config["note"] = args.note
     config["data"].pop("path", None)  # a path on the training machine means nothing to users

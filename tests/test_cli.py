@@ -160,6 +160,22 @@ def test_train_config_file_and_explicit_options(tmp_path, tiny_graphene):
                    "learning_rate")
 
 
+def test_train_fine_tunes_with_per_class_dice(tmp_path, tiny_graphene):
+    base = tmp_path / "base"
+    assert run("train", "--data", tiny_graphene, "--out", base, "--epochs", 1, "--filters", "4,8",
+               "--batch-size", 3, "--device", "cpu").exit_code == 0
+    out = tmp_path / "tuned"
+    result = run("train", "--data", tiny_graphene, "--out", out, "--epochs", 1, "--filters", "4,8",
+                 "--batch-size", 3, "--device", "cpu", "--init", base, "--per-class-dice")
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["init_weights"] == str(base) and training["per_class_dice"] is True
+    one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "x", "--epochs", 1,
+                       "--init", tmp_path / "nope"), "not found")
+    one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "y", "--epochs", 1,
+                       "--filters", "4,8,16", "--batch-size", 3, "--device", "cpu", "--init", base), "architecture")
+
+
 def test_tune_command(tmp_path, tiny_graphene):
     pytest.importorskip("optuna")
     out = tmp_path / "search"

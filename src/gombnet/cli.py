@@ -108,6 +108,12 @@ def train(
     dropout: float = typer.Option(0.2, help="Bottleneck dropout."),
     alpha: float = typer.Option(2.0, help="False-positive weight of the Dice in the Gomb loss."),
     normalized_dice: bool = typer.Option(False, help="Dice normalised so a perfect prediction gives loss 0."),
+    per_class_dice: bool = typer.Option(False, help="One Dice per class inside each layer (rare classes weigh "
+                                                    "as much as common ones) instead of one per layer."),
+    dice_smooth: float = typer.Option(1e-6, help="Dice smoothing [px]; with --per-class-dice, 1 penalises "
+                                                 "false positives of a class absent from an image."),
+    init: Optional[str] = typer.Option(None, help="Start from this trained model's weights (shipped name or run "
+                                                  "folder): fine-tuning. Same --arch and --filters."),
     schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
     augment: bool = typer.Option(True, help="Flips, turns, contrast and noise augmentation."),
     seed: int = typer.Option(0),
@@ -129,7 +135,8 @@ def train(
     except ValueError:
         _fail(f"--filters must be comma-separated integers, got {filters!r}")
     settings = dict(arch=arch, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, filters=widths,
-                    dropout=dropout, alpha=alpha, normalized_dice=normalized_dice, schedule=schedule,
+                    dropout=dropout, alpha=alpha, normalized_dice=normalized_dice,
+                    per_class_dice=per_class_dice, dice_smooth=dice_smooth, init_weights=init, schedule=schedule,
                     augment=augment, seed=seed, device=device, max_train_images=max_train_images,
                     max_val_images=max_val_images,
                     time_limit_seconds=None if time_limit_minutes is None else 60.0 * time_limit_minutes)
@@ -145,7 +152,8 @@ def train(
         if unknown:
             _fail(f"{config}: unknown training settings {', '.join(unknown)}")
         # compared by name: typer vendors click in recent releases, older ones use click's enum
-        option_of = {"time_limit_seconds": "time_limit_minutes"}  # settings named otherwise on the command line
+        # settings named otherwise on the command line
+        option_of = {"time_limit_seconds": "time_limit_minutes", "init_weights": "init"}
         given = {k for k in settings
                  if getattr(ctx.get_parameter_source(option_of.get(k, k)), "name", "") == "COMMANDLINE"}
         settings.update({k: (tuple(v) if k == "filters" else v) for k, v in loaded.items()

@@ -296,3 +296,21 @@ def test_tiny_gombnet_overfits_one_example():
     recall = (pred * t).sum((2, 3)) / t.sum((2, 3))
     assert (recall > 0.5).all(), recall
     assert time.perf_counter() - start < 30
+
+
+def test_per_class_dice_smoothing_decides_what_an_absent_class_costs():
+    # layer 0 has atoms of class 0 only; class 1 is absent from both layers (a pristine WS2
+    # layer has no Se-S column)
+    t = torch.zeros(1, 4, 32, 32)
+    t[0, 0, 8:12, 8:12] = 1
+    t[0, 2, 20:24, 20:24] = 1
+    clean = torch.where(t > 0, 8.0, -8.0)               # a network's background: p ~ 3e-4 per pixel
+    spurious = clean.clone()
+    spurious[0, 1, 20:24, 4:8] = 8.0                    # 16 px of the absent class in layer 0
+    # smoothing of one pixel: predicting the absent class costs something
+    for loss in (GombLoss(2, per_class=True, similarity_penalty=False, smooth=1.0),
+                 DiceLoss(per_class=True, smooth=1.0)):
+        assert loss(spurious, t).item() > loss(clean, t).item() + 0.1
+    # the default tiny smoothing: the absent class sits at loss 1 either way
+    tiny = GombLoss(2, per_class=True, similarity_penalty=False)
+    assert tiny(spurious, t).item() == pytest.approx(tiny(clean, t).item(), abs=1e-3)

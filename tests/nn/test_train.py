@@ -122,3 +122,41 @@ def test_max_val_images_limits_validation(tmp_path, tiny_graphene, monkeypatch):
     monkeypatch.setattr(train_module, "validate", spy)
     train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=1, max_val_images=1, **TINY))
     assert seen == [1]
+
+
+def test_per_class_dice_reaches_the_loss(tmp_path, tiny_wsse):
+    import gombnet.nn.train as train_module
+
+    assert train_module._loss_fn(TrainConfig(per_class_dice=True), 2).per_class
+    assert not train_module._loss_fn(TrainConfig(), 2).per_class
+    assert train_module._loss_fn(TrainConfig(loss="dice", dice_smooth=1.0), 2).smooth == 1.0
+    with pytest.raises(GombnetError, match="dice smoothing"):
+        train(tiny_wsse, tmp_path / "bad", TrainConfig(dice_smooth=0.0))
+    train(tiny_wsse, tmp_path / "pooled", TrainConfig(epochs=1, augment=False, **TINY))
+    per_class = train(tiny_wsse, tmp_path / "per_class",
+                      TrainConfig(epochs=1, augment=False, per_class_dice=True, **TINY))
+    assert per_class["training"]["per_class_dice"] is True
+    loss = [float(next(csv.DictReader((tmp_path / r / "metrics.csv").open()))["train_loss"])
+            for r in ("pooled", "per_class")]
+    assert loss[0] != pytest.approx(loss[1], rel=1e-3)
+
+
+def test_init_weights_fine_tunes_a_trained_model(tmp_path, tiny_graphene, tiny_wsse):
+    train(tiny_graphene, tmp_path / "a", TrainConfig(epochs=1, **TINY))
+    start = weights(tmp_path / "a" / "model.safetensors")
+    # a vanishing learning rate: the fine-tuned run must still hold the weights it started from
+    config = train(tiny_graphene, tmp_path / "b",
+                   TrainConfig(epochs=1, init_weights=str(tmp_path / "a"), **{**TINY, "lr": 1e-9, "seed": 7}))
+    assert config["training"]["init_weights"] == str(tmp_path / "a")
+    tuned = weights(tmp_path / "b" / "last.safetensors")
+    fresh = train(tiny_graphene, tmp_path / "c", TrainConfig(epochs=1, **{**TINY, "lr": 1e-9, "seed": 7}))
+    assert fresh["training"]["init_weights"] is None
+    other = weights(tmp_path / "c" / "last.safetensors")
+    conv = next(k for k in start if k.endswith("weight") and start[k].ndim == 4)
+    torch.testing.assert_close(tuned[conv], start[conv], atol=1e-6, rtol=0)
+    assert not torch.allclose(other[conv], start[conv], atol=1e-3)
+    with pytest.raises(GombnetError, match="do not match the data"):
+        train(tiny_wsse, tmp_path / "d", TrainConfig(epochs=1, init_weights=str(tmp_path / "a"), **TINY))
+    with pytest.raises(GombnetError, match="architecture"):
+        train(tiny_graphene, tmp_path / "e",
+              TrainConfig(epochs=1, init_weights=str(tmp_path / "a"), **{**TINY, "filters": (4, 8)}))

@@ -112,6 +112,13 @@ def _check_pair(logits: torch.Tensor, targets: torch.Tensor, n_layers: int = 1) 
             f"{logits.shape[1]} channels cannot be split into {n_layers} layers of equal size")
 
 
+# Dice smoothing [pixels]. Per class, a class absent from a sample (no Se-S column in a
+# pristine layer) has Dice = smooth / (alpha * sum(p) + smooth): with the default 1e-6 that is
+# ~0 whatever is predicted, so the class adds a constant and its false positives cost nothing;
+# with 1 they are penalised (see TrainConfig.dice_smooth for what that did to a real model).
+DEFAULT_SMOOTH = 1e-6
+
+
 def _dice_from_sums(inter: torch.Tensor, sum_x: torch.Tensor, sum_y: torch.Tensor,
                     alpha: float, smooth: float, normalized: bool) -> torch.Tensor:
     d = (2.0 * inter + smooth) / (alpha * sum_x + sum_y + smooth)
@@ -284,7 +291,8 @@ class GombLoss(nn.Module):
     per_class : bool
         Average per-class Dice losses inside each layer instead of pooling the classes.
     smooth : float
-        Dice smoothing term.
+        Dice smoothing term [pixels]. With ``per_class``, 1e-6 lets a class that is absent
+        from a sample add a constant (its false positives cost nothing); 1 penalises them.
     reduction : {"mean", "none"}
         Mean over the batch, or the (B,) per-sample losses.
 
@@ -296,7 +304,7 @@ class GombLoss(nn.Module):
 
     def __init__(self, n_layers: int = 2, alpha: float = 2.0, similarity_penalty: bool = True,
                  normalized: bool = False, eps: float = 1e-6, per_class: bool = False,
-                 smooth: float = 1e-6, reduction: str = "mean"):
+                 smooth: float = DEFAULT_SMOOTH, reduction: str = "mean"):
         super().__init__()
         self.n_layers = _check_n_layers(n_layers)
         self.alpha = _check_positive("alpha", alpha)
@@ -350,11 +358,11 @@ class DiceLoss(nn.Module):
         Dice baseline and the Gomb loss do. True: one Dice per (sample, channel), averaged;
         this weights rare classes up.
     smooth : float
-        Smoothing term.
+        Smoothing term [pixels] (see :class:`GombLoss`).
     """
 
     def __init__(self, alpha: float = 1.0, normalized: bool = False, per_class: bool = False,
-                 smooth: float = 1e-6):
+                 smooth: float = DEFAULT_SMOOTH):
         super().__init__()
         self.alpha = _check_positive("alpha", alpha)
         self.smooth = _check_positive("smooth", smooth)
@@ -398,7 +406,7 @@ class BCEDiceLoss(nn.Module):
 
     def __init__(self, alpha: float = 1.0, normalized: bool = False, per_class: bool = False,
                  bce_weight: float = 1.0, dice_weight: float = 1.0, pos_weight: float | None = None,
-                 smooth: float = 1e-6):
+                 smooth: float = DEFAULT_SMOOTH):
         super().__init__()
         self.bce_weight = _check_positive("bce_weight", bce_weight, allow_zero=True)
         self.dice_weight = _check_positive("dice_weight", dice_weight, allow_zero=True)

@@ -33,7 +33,7 @@ from ..errors import GombnetError, check
 from ..jsonio import dumps
 from .checkpoint import load_state, save_model, save_weights
 from .dataset import Augmentation, TrainingBatches, augment_batch, normalize_batch
-from .losses import make_loss
+from .losses import DEFAULT_SMOOTH, make_loss
 from .model import GombNet
 
 ARCHITECTURES = ("gombnet", "unet")
@@ -64,6 +64,20 @@ class TrainConfig:
         False-positive weight of the Gomb loss's Dice.
     normalized_dice : bool
         Use the Dice normalised so that a perfect prediction scores loss 0.
+    per_class_dice : bool
+        Average one Dice per class inside each layer instead of pooling a layer's classes:
+        a rare class (Se-S columns in a layer with little Se) then weighs as much as a common
+        one, instead of being cheaper to leave out.
+    dice_smooth : float
+        Smoothing term of the Dice [pixels]. With ``per_class_dice`` it decides what a class
+        absent from an image costs: 1e-6 (default) makes it a constant, so false positives of
+        that class go unpunished; 1 penalises them. Fine-tuning the shipped ws2-wsse model for
+        20 epochs, 1 lowered Se-S columns reported in a layer without Se from 27.5 % to 10.0 %
+        of predicted Se-S columns but made the model call whole layers S2 again (atom F1 0.69
+        instead of 0.79), so the default stays 1e-6.
+    init_weights : str, optional
+        Start from the weights of a trained model (a shipped model's name or a run folder)
+        instead of random ones: fine-tuning. Its architecture and classes must match.
     schedule : {"none", "cosine"}
         Learning-rate schedule over the epochs.
     augment : bool
@@ -92,6 +106,9 @@ class TrainConfig:
     dropout: float = 0.2
     alpha: float = 2.0
     normalized_dice: bool = False
+    per_class_dice: bool = False
+    dice_smooth: float = DEFAULT_SMOOTH
+    init_weights: str | None = None
     schedule: str = "none"
     augment: bool = True
     seed: int = 0
@@ -110,6 +127,7 @@ class TrainConfig:
         check(0 < self.lr < 1, f"learning rate must be in (0, 1), got {self.lr}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        check(0 < self.dice_smooth <= 100, f"dice smoothing must be in (0, 100] pixels, got {self.dice_smooth}")
         check(len(self.filters) >= 2 and all(int(f) > 0 for f in self.filters),
               f"filters must be >= 2 positive widths, got {self.filters}")
         check(self.max_train_images is None or self.max_train_images >= 1,
@@ -149,11 +167,29 @@ def make_network(cfg: TrainConfig, n_layers: int, n_classes: int) -> GombNet:
                        dropout=cfg.dropout)
 
 
+def _init_from(model: GombNet, source: str, n_layers: int, class_names: list) -> None:
+    """Copy the weights of a trained model (name or run folder) into ``model`` (fine-tuning)."""
+    from .checkpoint import load_model
+
+    src = load_model(source)
+    cfg = src.gombnet_config
+    check(list(cfg["class_names"]) == list(class_names) and int(cfg["n_layers"]) == n_layers,
+          f"--init {source}: its classes {cfg['class_names']} x {cfg['n_layers']} layers do not match the "
+          f"data's {class_names} x {n_layers} layers")
+    own, theirs = model.state_dict(), src.state_dict()
+    check(set(own) == set(theirs) and all(own[k].shape == theirs[k].shape for k in own),
+          f"--init {source}: its architecture ({cfg['architecture']}) differs from this run's; "
+          f"use the same --arch and --filters")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in theirs.items()})
+
+
 def _loss_fn(cfg: TrainConfig, n_layers: int):
     if cfg.loss == "gomb":
-        return make_loss("gomb", n_layers, alpha=cfg.alpha, normalized=cfg.normalized_dice)
+        return make_loss("gomb", n_layers, alpha=cfg.alpha, normalized=cfg.normalized_dice,
+                         per_class=cfg.per_class_dice, smooth=cfg.dice_smooth)
     if cfg.loss == "dice":
-        return make_loss("dice", n_layers, normalized=cfg.normalized_dice)
+        return make_loss("dice", n_layers, normalized=cfg.normalized_dice, per_class=cfg.per_class_dice,
+                         smooth=cfg.dice_smooth)
     return make_loss("bce", n_layers)
 
 
@@ -308,6 +344,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
     size = dataset.images.shape[-1]
     device = pick_device(cfg.device)
     model = make_network(cfg, n_layers, len(class_names))
+    if cfg.init_weights and not resume:
+        _init_from(model, cfg.init_weights, n_layers, class_names)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
