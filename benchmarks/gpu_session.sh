@@ -67,7 +67,9 @@ has bench && $PY benchmarks/bench_train.py --data "$WORK/fig1e/graphene.h5" --fi
 stamp "training"
 if has ship; then
     for preset in graphene ws2-wsse; do
-        $PY benchmarks/train_models.py "$preset" --work "$WORK" --n "$N_SHIP" --size "$SIZE_SHIP" \
+        # pooled Dice made ws2-wsse label whole layers S2 or SSe; one Dice per class fixed that (README)
+        per_class=""; [ "$preset" = ws2-wsse ] && per_class="--per-class-dice"
+        $PY benchmarks/train_models.py "$preset" $per_class --work "$WORK" --n "$N_SHIP" --size "$SIZE_SHIP" \
             --filters "$FILTERS_SHIP" --epochs "$MAX_EPOCHS" --batch-size "$BATCH" --lr 1e-3 --schedule cosine \
             --max-val-images "$MAX_VAL" --max-test-images "$MAX_TEST" --eval-workers 4 --budget-seconds "$TRAIN_SECONDS" \
             --note "trained on a lent GPU beside other trainings, epochs fitted to a ${TRAIN_SECONDS} s budget" \
