@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from gombnet.nn.checkpoint import WEIGHTS_DIR, load_model, save_model
+from gombnet.nn.checkpoint import WEIGHTS_DIR, load_model, read_config, resolve_model_files, save_model
 
 
 def sh(cmd: list[str]) -> None:
@@ -70,7 +70,8 @@ def main() -> None:
     name = args.name or args.preset
     work = args.work / name
     work.mkdir(parents=True, exist_ok=True)
-    data, run, report = work / "data.h5", work / args.run, work / ("test.json" if args.run == "run" else f"test-{args.run}.json")
+    data, run = work / "data.h5", work / args.run
+    report = work / ("test.json" if args.run == "run" else f"test-{args.run}.json")
     gombnet = [sys.executable, "-m", "gombnet"]
     simulate = [*gombnet, "simulate", "--preset", args.preset, "--n", str(args.n), "--size", str(args.size),
                 "--seed", str(args.seed), "--out", str(data)]
@@ -87,7 +88,7 @@ def main() -> None:
     if args.init:
         train += ["--init", args.init]
         # the starting model's own card: read now, shipping may replace it under the same name
-        origin = {k: v for k, v in load_model(args.init).gombnet_config.items()
+        origin = {k: v for k, v in read_config(resolve_model_files(args.init)[1]).items()
                   if k in ("name", "command", "hardware", "wall_seconds", "training", "test_metrics", "note")}
     evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
                 "--json", str(report), "--overwrite"]

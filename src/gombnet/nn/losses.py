@@ -155,7 +155,7 @@ def _groups(t: torch.Tensor, n_layers: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- functions
 
-def dice_fp(probs: torch.Tensor, targets: torch.Tensor, alpha: float = 2.0, smooth: float = 1e-6,
+def dice_fp(probs: torch.Tensor, targets: torch.Tensor, alpha: float = 2.0, smooth: float = DEFAULT_SMOOTH,
             normalized: bool = False) -> torch.Tensor:
     """False-positive weighted Dice coefficient per sample.
 
@@ -238,7 +238,7 @@ def reorder_layers(x: torch.Tensor, perm_index: torch.Tensor, n_layers: int) -> 
 
 def best_permutation(logits: torch.Tensor, targets: torch.Tensor, n_layers: int, alpha: float = 2.0,
                      normalized: bool = False, per_class: bool = False,
-                     smooth: float = 1e-6) -> torch.Tensor:
+                     smooth: float = DEFAULT_SMOOTH) -> torch.Tensor:
     """Index (into :func:`layer_permutations`) of the best branch-to-layer assignment.
 
     The best assignment minimises the summed false-positive Dice loss, the same quantity
