@@ -67,8 +67,9 @@ has bench && $PY benchmarks/bench_train.py --data "$WORK/fig1e/graphene.h5" --fi
 stamp "training"
 if has ship; then
     for preset in graphene ws2-wsse; do
-        # pooled Dice made ws2-wsse label whole layers S2 or SSe; one Dice per class fixed that (README)
-        per_class=""; [ "$preset" = ws2-wsse ] && per_class="--per-class-dice"
+        # pooled Dice made ws2-wsse label whole layers S2 or SSe; one Dice per class fixed that, and a
+        # cross-entropy term cut Se-S reported in layers without Se (README; both tried as CPU fine-tunes)
+        per_class=""; [ "$preset" = ws2-wsse ] && per_class="--per-class-dice --bce-weight 1"
         $PY benchmarks/train_models.py "$preset" $per_class --work "$WORK" --n "$N_SHIP" --size "$SIZE_SHIP" \
             --filters "$FILTERS_SHIP" --epochs "$MAX_EPOCHS" --batch-size "$BATCH" --lr 1e-3 --schedule cosine \
             --max-val-images "$MAX_VAL" --max-test-images "$MAX_TEST" --eval-workers 4 --budget-seconds "$TRAIN_SECONDS" \

@@ -62,6 +62,7 @@ def main() -> None:
                     help="wall time for training: a short timed trial picks the epochs (at most --epochs)")
     ap.add_argument("--per-class-dice", action="store_true", help="one Dice per class inside each layer")
     ap.add_argument("--dice-smooth", type=float, help="Dice smoothing [px] (gombnet train --dice-smooth)")
+    ap.add_argument("--bce-weight", type=float, help="cross-entropy weight (gombnet train --bce-weight)")
     ap.add_argument("--init", help="fine-tune: start from this model (shipped name or run folder)")
     ap.add_argument("--run", default="run", help="run folder name inside WORK/NAME (default: run)")
     ap.add_argument("--no-ship", action="store_true", help="train and evaluate only")
@@ -84,12 +85,15 @@ def main() -> None:
         train.append("--per-class-dice")
     if args.dice_smooth is not None:
         train += ["--dice-smooth", str(args.dice_smooth)]
+    if args.bce_weight is not None:
+        train += ["--bce-weight", str(args.bce_weight)]
     origin = None
     if args.init:
         train += ["--init", args.init]
         # the starting model's own card: read now, shipping may replace it under the same name
         origin = {k: v for k, v in read_config(resolve_model_files(args.init)[1]).items()
-                  if k in ("name", "command", "hardware", "wall_seconds", "training", "test_metrics", "note")}
+                  if k in ("name", "command", "hardware", "wall_seconds", "training", "test_metrics", "note",
+                           "fine_tuned_from")}
     evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
                 "--json", str(report), "--overwrite"]
     if args.max_test_images:

@@ -112,6 +112,8 @@ def train(
                                                     "as much as common ones) instead of one per layer."),
     dice_smooth: float = typer.Option(1e-6, help="Dice smoothing [px]; with --per-class-dice, 1 penalises "
                                                  "false positives of a class absent from an image."),
+    bce_weight: float = typer.Option(0.0, help="Add this weight times a cross-entropy under the best layer "
+                                               "assignment to the Gomb loss (charges every false positive)."),
     init: Optional[str] = typer.Option(None, help="Start from this trained model's weights (shipped name or run "
                                                   "folder): fine-tuning. Same --arch and --filters."),
     schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
@@ -136,7 +138,8 @@ def train(
         _fail(f"--filters must be comma-separated integers, got {filters!r}")
     settings = dict(arch=arch, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, filters=widths,
                     dropout=dropout, alpha=alpha, normalized_dice=normalized_dice,
-                    per_class_dice=per_class_dice, dice_smooth=dice_smooth, init_weights=init, schedule=schedule,
+                    per_class_dice=per_class_dice, dice_smooth=dice_smooth, bce_weight=bce_weight,
+                    init_weights=init, schedule=schedule,
                     augment=augment, seed=seed, device=device, max_train_images=max_train_images,
                     max_val_images=max_val_images,
                     time_limit_seconds=None if time_limit_minutes is None else 60.0 * time_limit_minutes)

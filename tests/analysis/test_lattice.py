@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from gombnet.analysis.lattice import (
     fft_lattice,
@@ -82,6 +83,30 @@ def test_twist_angle_with_jitter(honeycomb):
     a = a + rng.normal(0, 0.04, a.shape)
     b = b + rng.normal(0, 0.04, b.shape)
     assert twist_angle(a, b, kind="honeycomb").twist_deg == pytest.approx(7.3, abs=0.1)
+
+
+@pytest.mark.parametrize("kind", ["honeycomb", "triangular"])
+def test_twist_angle_robust_to_layer_mixing(honeycomb, triangular, kind):
+    # what a network does at a 10.7 deg twist: where the layers' columns nearly overlap it
+    # pulls atoms towards the other layer's column, and in a few patches it hands whole
+    # clusters of the other layer's atoms to this one; both rotate local bonds towards the
+    # other layer, so a mean over neighbour vectors read ~1 deg too little twist
+    rng = np.random.default_rng(11)
+    build, a = (honeycomb, 2.46) if kind == "honeycomb" else (triangular, 3.153)
+    truth = [build(a, 54.0, angle_deg=37.4), build(a, 54.0, angle_deg=48.1, shift=(0.3, 0.2))]
+    mixed = []
+    for own, other in (truth, truth[::-1]):
+        dist, idx = cKDTree(other).query(own)
+        near = dist < 0.6
+        pulled = own + np.where(near[:, None], 0.3 * (other[idx] - own), 0.0)
+        patches = rng.uniform(0.0, 54.0, (4, 2))
+        stolen = other[cKDTree(patches).query(other)[0] < 5.0]
+        keep = cKDTree(stolen).query(pulled)[0] > 0.7
+        mixed.append(np.vstack([pulled[keep], stolen]) + rng.normal(0.0, 0.05, (keep.sum() + len(stolen), 2)))
+    assert twist_angle(*truth, kind=kind).twist_deg == pytest.approx(10.7, abs=0.02)
+    t = twist_angle(*mixed, kind=kind)
+    assert t.twist_deg == pytest.approx(10.7, abs=0.15)
+    assert t.orientation_a_deg == pytest.approx(37.4, abs=0.1)
 
 
 def test_twist_from_orientations_wraps():

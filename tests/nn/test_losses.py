@@ -314,3 +314,27 @@ def test_per_class_dice_smoothing_decides_what_an_absent_class_costs():
     # the default tiny smoothing: the absent class sits at loss 1 either way
     tiny = GombLoss(2, per_class=True, similarity_penalty=False)
     assert tiny(spurious, t).item() == pytest.approx(tiny(clean, t).item(), abs=1e-3)
+
+
+def test_gomb_bce_term_charges_absent_class_and_ignores_branch_order():
+    t = torch.zeros(2, 4, 32, 32)
+    t[:, 0, 8:12, 8:12] = 1
+    t[:, 2, 20:24, 20:24] = 1
+    clean = torch.where(t > 0, 8.0, -8.0)
+    spurious = clean.clone()
+    spurious[:, 1, 20:24, 4:8] = 8.0                    # absent class predicted in layer 0
+    plain = GombLoss(2, per_class=True, similarity_penalty=False)
+    with_bce = GombLoss(2, per_class=True, similarity_penalty=False, bce_weight=1.0, reduction="none")
+    gap_plain = plain(spurious, t).item() - plain(clean, t).item()
+    gap_bce = (with_bce(spurious, t) - with_bce(clean, t)).mean().item()
+    assert abs(gap_plain) < 1e-3
+    # 16 confidently wrong pixels of 4096 cost about 16 * 8 / 4096 in mean BCE
+    assert gap_bce == pytest.approx(16 * 8 / 4096, rel=0.05)
+    # the BCE follows the Dice's choice of assignment: swapped branches, same loss
+    swapped = _swap_groups(spurious, (1, 0), 2)
+    assert torch.allclose(with_bce(swapped, t), with_bce(spurious, t), rtol=1e-6)
+    # weight 0 is exactly the paper's loss
+    logits = torch.randn(2, 4, 32, 32, generator=_gen(40))
+    assert GombLoss(2, bce_weight=0.0)(logits, t).item() == GombLoss(2)(logits, t).item()
+    with pytest.raises(GombnetError, match="bce_weight"):
+        GombLoss(2, bce_weight=-1.0)

@@ -130,15 +130,22 @@ def test_per_class_dice_reaches_the_loss(tmp_path, tiny_wsse):
     assert train_module._loss_fn(TrainConfig(per_class_dice=True), 2).per_class
     assert not train_module._loss_fn(TrainConfig(), 2).per_class
     assert train_module._loss_fn(TrainConfig(loss="dice", dice_smooth=1.0), 2).smooth == 1.0
+    assert train_module._loss_fn(TrainConfig(bce_weight=0.5), 2).bce_weight == 0.5
+    with pytest.raises(GombnetError, match="gomb loss only"):
+        TrainConfig(loss="dice", bce_weight=1.0).validate()
     with pytest.raises(GombnetError, match="dice smoothing"):
         train(tiny_wsse, tmp_path / "bad", TrainConfig(dice_smooth=0.0))
     train(tiny_wsse, tmp_path / "pooled", TrainConfig(epochs=1, augment=False, **TINY))
     per_class = train(tiny_wsse, tmp_path / "per_class",
                       TrainConfig(epochs=1, augment=False, per_class_dice=True, **TINY))
     assert per_class["training"]["per_class_dice"] is True
+    with_bce = train(tiny_wsse, tmp_path / "bce",
+                     TrainConfig(epochs=1, augment=False, per_class_dice=True, bce_weight=1.0, **TINY))
+    assert with_bce["training"]["bce_weight"] == 1.0
     loss = [float(next(csv.DictReader((tmp_path / r / "metrics.csv").open()))["train_loss"])
-            for r in ("pooled", "per_class")]
+            for r in ("pooled", "per_class", "bce")]
     assert loss[0] != pytest.approx(loss[1], rel=1e-3)
+    assert loss[2] > loss[1]   # the same run plus a non-negative term
 
 
 def test_init_weights_fine_tunes_a_trained_model(tmp_path, tiny_graphene, tiny_wsse):

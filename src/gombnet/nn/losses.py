@@ -293,6 +293,12 @@ class GombLoss(nn.Module):
     smooth : float
         Dice smoothing term [pixels]. With ``per_class``, 1e-6 lets a class that is absent
         from a sample add a constant (its false positives cost nothing); 1 penalises them.
+    bce_weight : float
+        Add ``bce_weight`` times the pixel-mean binary cross-entropy of the branches under
+        the sample's best assignment (the one with the lowest summed Dice loss, chosen
+        without gradient). Unlike any Dice, BCE charges every false-positive pixel, also of
+        a class absent from the sample, so it does not depend on the smoothing. 0 (default)
+        is the paper's loss.
     reduction : {"mean", "none"}
         Mean over the batch, or the (B,) per-sample losses.
 
@@ -304,9 +310,10 @@ class GombLoss(nn.Module):
 
     def __init__(self, n_layers: int = 2, alpha: float = 2.0, similarity_penalty: bool = True,
                  normalized: bool = False, eps: float = 1e-6, per_class: bool = False,
-                 smooth: float = DEFAULT_SMOOTH, reduction: str = "mean"):
+                 smooth: float = DEFAULT_SMOOTH, bce_weight: float = 0.0, reduction: str = "mean"):
         super().__init__()
         self.n_layers = _check_n_layers(n_layers)
+        self.bce_weight = _check_positive("bce_weight", bce_weight, allow_zero=True)
         self.alpha = _check_positive("alpha", alpha)
         self.eps = _check_positive("eps", eps)
         self.smooth = _check_positive("smooth", smooth)
@@ -336,12 +343,16 @@ class GombLoss(nn.Module):
                 # soft-minimum weights: the penalty of the best assignment dominates
                 m = (m * inv).sum(-1) / inv_sum
                 loss = m * loss
+            if self.bce_weight > 0:
+                aligned = reorder_layers(logits.float(), a.detach().argmin(dim=1), k)
+                bce = F.binary_cross_entropy_with_logits(aligned, targets.float(), reduction="none")
+                loss = loss + self.bce_weight * bce.flatten(1).mean(-1)
             return loss.mean() if self.reduction == "mean" else loss
 
     def extra_repr(self) -> str:
         return (f"n_layers={self.n_layers}, alpha={self.alpha}, "
                 f"similarity_penalty={self.similarity_penalty}, normalized={self.normalized}, "
-                f"eps={self.eps}, per_class={self.per_class}")
+                f"eps={self.eps}, per_class={self.per_class}, bce_weight={self.bce_weight}")
 
 
 class DiceLoss(nn.Module):

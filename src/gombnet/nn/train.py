@@ -75,6 +75,10 @@ class TrainConfig:
         20 epochs, 1 lowered Se-S columns reported in a layer without Se from 27.5 % to 10.0 %
         of predicted Se-S columns but made the model call whole layers S2 again (atom F1 0.69
         instead of 0.79), so the default stays 1e-6.
+    bce_weight : float
+        Weight of a binary cross-entropy term added to the Gomb loss under each image's best
+        layer assignment (0: the paper's loss). It charges false positives of classes absent
+        from an image, which no Dice with a tiny smoothing does.
     init_weights : str, optional
         Start from the weights of a trained model (a shipped model's name or a run folder)
         instead of random ones: fine-tuning. Its architecture and classes must match.
@@ -108,6 +112,7 @@ class TrainConfig:
     normalized_dice: bool = False
     per_class_dice: bool = False
     dice_smooth: float = DEFAULT_SMOOTH
+    bce_weight: float = 0.0
     init_weights: str | None = None
     schedule: str = "none"
     augment: bool = True
@@ -128,6 +133,8 @@ class TrainConfig:
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
         check(0 < self.dice_smooth <= 100, f"dice smoothing must be in (0, 100] pixels, got {self.dice_smooth}")
+        check(0 <= self.bce_weight <= 100, f"BCE weight must be in [0, 100], got {self.bce_weight}")
+        check(self.bce_weight == 0 or self.loss == "gomb", "a BCE weight applies to the gomb loss only")
         check(len(self.filters) >= 2 and all(int(f) > 0 for f in self.filters),
               f"filters must be >= 2 positive widths, got {self.filters}")
         check(self.max_train_images is None or self.max_train_images >= 1,
@@ -186,7 +193,7 @@ def _init_from(model: GombNet, source: str, n_layers: int, class_names: list) ->
 def _loss_fn(cfg: TrainConfig, n_layers: int):
     if cfg.loss == "gomb":
         return make_loss("gomb", n_layers, alpha=cfg.alpha, normalized=cfg.normalized_dice,
-                         per_class=cfg.per_class_dice, smooth=cfg.dice_smooth)
+                         per_class=cfg.per_class_dice, smooth=cfg.dice_smooth, bce_weight=cfg.bce_weight)
     if cfg.loss == "dice":
         return make_loss("dice", n_layers, normalized=cfg.normalized_dice, per_class=cfg.per_class_dice,
                          smooth=cfg.dice_smooth)
