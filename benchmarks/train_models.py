@@ -143,6 +143,7 @@ def main() -> None:
             "rmse_angstrom": atoms["overall"]["rmse_angstrom"],
             "cross_layer_rate": atoms["cross_layer"]["rate"],
             "dopant_wrong_layer_rate": (atoms.get("dopant") or {}).get("wrong_layer_rate"),
+            "dopant_clean_layer_site_rate": (atoms.get("dopant") or {}).get("clean_layer_site_rate"),
         },
     })
     if origin:

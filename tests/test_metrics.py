@@ -387,8 +387,21 @@ def test_atom_metrics_dopant_wrong_layer():
     assert d["n_pred"] == 4
     assert d["n_wrong_layer"] == 2
     assert d["wrong_layer_rate"] == pytest.approx(0.5)
-    assert d["per_layer"]["layer0"] == {"n_pred": 2, "n_wrong_layer": 0, "n_true": 2}
-    assert d["per_layer"]["layer1"] == {"n_pred": 2, "n_wrong_layer": 2, "n_true": 0}
+    assert d["per_layer"]["layer0"] == {"n_pred": 2, "n_wrong_layer": 0, "n_true": 2, "n_sites_clean": 0}
+    assert d["per_layer"]["layer1"] == {"n_pred": 2, "n_wrong_layer": 2, "n_true": 0, "n_sites_clean": 3}
+    # per predicted column of layer 1 (no SSe in truth): every class by default ...
+    assert d["clean_layer_site_rate"] == pytest.approx(2 / 3)
+    # ... or only the chalcogen columns the dopant can replace (the W column left out)
+    chalcogen = atom_metrics(
+        _atoms(p_xy, p_ch), _columns(t_xy, t_layer, t_cls), n_layers=2, class_names=classes,
+        radius_px=2.0, pixel_size_angstrom=0.1, dopant_class="SSe", dopant_sites=["S2", "SSe"],
+    )["dopant"]
+    assert chalcogen["n_sites_clean_layers"] == 2 and chalcogen["clean_layer_site_rate"] == pytest.approx(1.0)
+    pooled = aggregate([res, res])["dopant"]
+    assert pooled["n_sites_clean_layers"] == 6 and pooled["clean_layer_site_rate"] == pytest.approx(2 / 3)
+    with pytest.raises(GombnetError, match="dopant_sites"):
+        atom_metrics(_atoms(p_xy, p_ch), _columns(t_xy, t_layer, t_cls), n_layers=2, class_names=classes,
+                     radius_px=2.0, pixel_size_angstrom=0.1, dopant_class="SSe", dopant_sites=["S2"])
     # the layer-1 column at (10, 50) is S2 predicted as SSe
     m1 = res["confusion"]["layer1"]["matrix"]
     assert m1[0][1] == 1

@@ -28,6 +28,11 @@ def dopant_class(class_names) -> str | None:
     return "SSe" if "SSe" in class_names else None
 
 
+def dopant_sites(class_names) -> list | None:
+    """Classes whose columns the tracked dopant replaces (chalcogen columns: S2 and SSe)."""
+    return [c for c in ("S2", "SSe") if c in class_names] if dopant_class(class_names) else None
+
+
 def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
                    class_names, pixel_size_angstrom: float, radius_angstrom: float = 0.5,
                    threshold: float = 0.5) -> dict:
@@ -63,7 +68,8 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     true_columns = inside_border(true_columns, h, w, border_px)
     atoms = atom_metrics(found, true_columns, n_layers=n_layers, class_names=class_names,
                          radius_px=radius_angstrom / pixel_size_angstrom,
-                         pixel_size_angstrom=pixel_size_angstrom, dopant_class=dopant_class(class_names))
+                         pixel_size_angstrom=pixel_size_angstrom, dopant_class=dopant_class(class_names),
+                         dopant_sites=dopant_sites(class_names))
     return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms}
 
 

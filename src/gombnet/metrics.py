@@ -514,8 +514,9 @@ def _confusion_dict(matrix: np.ndarray, class_names: list[str]) -> dict:
 
 def _cross_dopant_dicts(cross: np.ndarray, dop: np.ndarray | None, dopant_class, n_layers: int):
     """``cross``: (n_layers, 2) = cross-layer errors, predicted atoms per layer.
-    ``dop``: (n_layers, 3) = predicted dopant, predicted dopant in a layer without
-    true dopant, true dopant columns."""
+    ``dop``: (n_layers, 4) = predicted dopant, predicted dopant in a layer without
+    true dopant, true dopant columns, predicted dopant-site columns in a layer without
+    true dopant."""
     cross_d = {
         "n_cross_layer": int(cross[:, 0].sum()),
         "n_pred": int(cross[:, 1].sum()),
@@ -536,11 +537,14 @@ def _cross_dopant_dicts(cross: np.ndarray, dop: np.ndarray | None, dopant_class,
         "n_pred": int(dop[:, 0].sum()),
         "n_wrong_layer": int(dop[:, 1].sum()),
         "wrong_layer_rate": _ratio(dop[:, 1].sum(), dop[:, 0].sum()),
+        "n_sites_clean_layers": int(dop[:, 3].sum()),
+        "clean_layer_site_rate": _ratio(dop[:, 1].sum(), dop[:, 3].sum()),
         "per_layer": {
             f"layer{layer}": {
                 "n_pred": int(dop[layer, 0]),
                 "n_wrong_layer": int(dop[layer, 1]),
                 "n_true": int(dop[layer, 2]),
+                "n_sites_clean": int(dop[layer, 3]),
             }
             for layer in range(n_layers)
         },
@@ -558,6 +562,7 @@ def atom_metrics(
     pixel_size_angstrom: float,
     layer_perm=None,
     dopant_class: str | None = None,
+    dopant_sites=None,
 ) -> dict:
     """Atom-level detection, localisation, species and layer errors of one image.
 
@@ -584,6 +589,10 @@ def atom_metrics(
         :func:`best_layer_assignment`); identity if omitted.
     dopant_class : str, optional
         Class name of a dopant column (e.g. ``"SSe"``) for the wrong-layer dopant rate.
+    dopant_sites : sequence of str, optional
+        Classes whose columns the dopant can replace, the dopant included (``("S2", "SSe")``:
+        chalcogen columns); default every class. The denominator of
+        ``clean_layer_site_rate``.
 
     Returns
     -------
@@ -612,8 +621,12 @@ def atom_metrics(
         ``dopant`` (``None`` without ``dopant_class``)
             ``{"class", "n_pred", "n_wrong_layer", "wrong_layer_rate", "per_layer"}``:
             predicted dopant columns in a layer whose truth holds no dopant column,
-            over all predicted dopant columns; ``per_layer`` gives predicted, wrong and
-            true dopant counts per layer.
+            over all predicted dopant columns. ``clean_layer_site_rate``: the same
+            wrong columns over all predicted ``dopant_sites`` columns in layers whose
+            truth holds no dopant (``n_sites_clean_layers``) - the Gomb-Net paper's
+            "falsely predicts Se atoms in the other layer" rate, per chalcogen column.
+            ``per_layer`` gives predicted, wrong and true dopant counts and
+            ``n_sites_clean`` per layer.
         plus ``kind`` (``"atoms"``), ``n_layers``, ``class_names``, ``layer_perm``,
         ``radius_px``, ``pixel_size_angstrom``, ``n_pred``, ``n_true``.
     """
@@ -633,6 +646,9 @@ def atom_metrics(
     perm = tuple(range(n_layers)) if layer_perm is None else _check_perm(layer_perm, n_layers)
     if dopant_class is not None:
         check(dopant_class in class_names, f"dopant_class {dopant_class!r} is not one of {class_names}")
+        sites = list(class_names) if dopant_sites is None else list(dopant_sites)
+        check(set(sites) <= set(class_names) and dopant_class in sites,
+              f"dopant_sites {sites} must be classes of {class_names} and include {dopant_class!r}")
 
     p_xy = _xy(pred_atoms, "pred_atoms")
     channel = _int_column(pred_atoms, "channel", "pred_atoms", n_layers * n_classes)
@@ -687,11 +703,14 @@ def atom_metrics(
     dop = None
     if dopant_class is not None:
         kd = class_names.index(dopant_class)
-        dop = np.zeros((n_layers, 3), dtype=np.int64)
+        site_ids = [class_names.index(c) for c in sites]
+        dop = np.zeros((n_layers, 4), dtype=np.int64)
         for layer in range(n_layers):
             n_true = int(np.count_nonzero((t_layer == layer) & (t_class == kd)))
             n_pred = int(np.count_nonzero((p_layer == layer) & (p_class == kd)))
-            dop[layer] = [n_pred, n_pred if n_true == 0 else 0, n_true]
+            n_sites = int(np.count_nonzero((p_layer == layer) & np.isin(p_class, site_ids)))
+            clean = n_true == 0
+            dop[layer] = [n_pred, n_pred if clean else 0, n_true, n_sites if clean else 0]
     cross_d, dop_d = _cross_dopant_dicts(cross, dop, dopant_class, n_layers)
 
     return {
@@ -772,11 +791,11 @@ def _aggregate_atoms(results: list[dict]) -> dict:
     if any(d is not None for d in dopants):
         check(all(d is not None for d in dopants), "cannot aggregate results with and without dopant_class")
         dopant_class = _same((d["class"] for d in dopants), "dopant_class")
-        dop = np.zeros((n_layers, 3), dtype=np.int64)
+        dop = np.zeros((n_layers, 4), dtype=np.int64)
         for d in dopants:
             for layer in range(n_layers):
                 c = d["per_layer"][f"layer{layer}"]
-                dop[layer] += [c["n_pred"], c["n_wrong_layer"], c["n_true"]]
+                dop[layer] += [c["n_pred"], c["n_wrong_layer"], c["n_true"], c.get("n_sites_clean", 0)]
     cross_d, dop_d = _cross_dopant_dicts(cross, dop, dopant_class, n_layers)
     radii = {r["radius_px"] for r in results}
     sizes = {r["pixel_size_angstrom"] for r in results}
@@ -884,7 +903,9 @@ def _format_atoms(r: dict) -> list[str]:
     if d is not None:
         lines.append(
             f"{d['class']} predicted in a layer without {d['class']}: {_f(d['wrong_layer_rate'], 0, 4)} "
-            f"({d['n_wrong_layer']} / {d['n_pred']} predicted {d['class']} columns)"
+            f"({d['n_wrong_layer']} / {d['n_pred']} predicted {d['class']} columns); "
+            f"per site of layers without {d['class']}: {_f(d.get('clean_layer_site_rate'), 0, 4)} "
+            f"(/ {d.get('n_sites_clean_layers', 0)})"
         )
     return lines
 
