@@ -113,7 +113,8 @@ class LatticeMeasurement:
     a_from_nn_angstrom : float
         ``sqrt(3) * nn_distance`` for honeycomb, ``nn_distance`` for triangular [Å].
     orientation_deg : float
-        Lattice-vector direction in [0, 60) degrees.
+        Lattice-vector direction in [0, 60) degrees, from the first-order peaks of the
+        atoms' structure factor (the long-range lattice, not local bonds).
     orientation_spread_deg : float
         Circular standard deviation of the lattice-vector directions [deg].
     n_atoms, n_vectors : int
