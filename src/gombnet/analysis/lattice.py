@@ -87,7 +87,7 @@ def _structure_factor_orientation_deg(pos: np.ndarray, a_angstrom: float, guess_
                 grad = 2.0 * np.real(np.conj(f) * (2j * np.pi) * (terms @ centred))
                 return -abs(f) ** 2, -grad
 
-            g = minimize(minus_power, g, jac=True, method="BFGS", options=dict(gtol=1e-9)).x
+            g = minimize(minus_power, g, jac=True, method="BFGS", options={"gtol": 1e-9}).x
             if width >= extent:
                 break
         angles.append(math.atan2(g[1], g[0]) - math.radians(30.0 + 60.0 * k))
