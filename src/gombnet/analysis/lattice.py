@@ -72,7 +72,7 @@ def _structure_factor_orientation_deg(pos: np.ndarray, a_angstrom: float, guess_
 
     centred = pos - pos.mean(axis=0)
     r2 = np.sum(centred ** 2, axis=1)
-    extent = math.sqrt(float(r2.max())) if r2.size else 0.0
+    extent = math.sqrt(float(r2.max()))  # measure_lattice passes at least 7 atoms
     g_len = 2.0 / (SQRT3 * a_angstrom)
     angles = []
     for k in range(3):
