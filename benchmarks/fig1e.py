@@ -13,8 +13,8 @@ Default size fits a 2-core CPU in about half an hour; ``--paper`` uses the paper
 
 On a GPU with little time, ``--budget-seconds S`` gives each run S seconds (a short timed
 trial picks the epochs, at most the paper's 100), and ``--only NAME`` trains one run, so the
-three can share the GPU as three processes; a last call without ``--only`` finds the
-finished runs, evaluates them and prints the table.
+three can share the GPU as three processes; a last call with ``--evaluate-only`` evaluates the
+runs as they are (one stopped by its time limit is not continued) and prints the table.
 
 Authors' figures (pixel accuracy / IoU): random 0.500/0.138, U-Net+Dice 0.631/0.273,
 U-Net+Gomb 0.856/0.390, Gomb-Net 0.952/0.737.
@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--max-test-images", type=int, help="evaluate on the first N test images only")
     ap.add_argument("--eval-workers", type=int, default=1, help="processes scoring the test images")
     ap.add_argument("--only", choices=list(RUNS), help="train this run only (no evaluation)")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="evaluate the runs in WORK as they are, without training or continuing them")
     args = ap.parse_args()
     n, size, epochs, filters = (2000, 256, 100, "32,64,128,256") if args.paper else (600, 128, 12, "16,32,64,128")
     n, size, epochs = args.n or n, args.size or size, args.epochs or epochs
@@ -101,15 +103,20 @@ def main() -> None:
                           filters=filters, seed=args.seed, device=args.device, normalized_dice=False,
                           max_val_images=args.max_val_images)
         resume = (out / "state.json").is_file()  # a finished run is only evaluated again
+        if args.evaluate_only and not resume:
+            raise SystemExit(f"{out}: no training run to evaluate")
         plan_file = args.work / f"{name}.budget.json"
-        if plan_file.is_file() or (args.budget_seconds and not resume):
+        if not args.evaluate_only and (plan_file.is_file() or (args.budget_seconds and not resume)):
             plan = planned_epochs(plan_file, data, cfg, args.budget_seconds, args.work / f"{name}.probe")
             print(f"[{name}] time budget: {json.dumps(plan)}", flush=True)
             cfg.epochs = plan["epochs"]
         if args.budget_seconds:  # the trial can misjudge a shared GPU: a hard stop keeps the budget
             cfg.time_limit_seconds = 1.15 * args.budget_seconds
-        config = train(data, out, cfg, resume=resume, log=lambda line, name=name: print(f"[{name}] {line}",
-                                                                                     flush=True))
+        if args.evaluate_only:
+            config = json.loads((out / "config.json").read_text())
+        else:
+            config = train(data, out, cfg, resume=resume, log=lambda line, name=name: print(f"[{name}] {line}",
+                                                                                         flush=True))
         rows = json.loads((out / "state.json").read_text())["rows"]
         timing[name] = {"seconds": config["training"]["wall_seconds"], "device": config["training"]["device"],
                         "epochs": len(rows),

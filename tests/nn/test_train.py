@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -107,6 +108,18 @@ def test_time_limit_stops_after_an_epoch_and_resumes(tmp_path, tiny_graphene):
     config = train(tiny_graphene, out, TrainConfig(epochs=3, **TINY), resume=True)
     assert config["training"]["epochs_done"] == 3
     assert [int(r["epoch"]) for r in csv.DictReader((out / "metrics.csv").open())] == [1, 2, 3]
+
+
+def test_cosine_schedule_follows_the_time_limit_when_it_comes_first():
+    from gombnet.nn.train import _lr_at
+
+    cfg = TrainConfig(epochs=10, lr=1e-3, schedule="cosine", time_limit_seconds=100.0)
+    assert _lr_at(cfg, 0, 0.0) == pytest.approx(1e-3)
+    assert _lr_at(cfg, 1, 50.0) == pytest.approx(0.5e-3)  # half the time gone after one epoch of ten
+    assert _lr_at(cfg, 5, 10.0) == pytest.approx(0.5e-3)  # epochs ahead of the clock: epochs rule
+    assert _lr_at(cfg, 9, 150.0) == pytest.approx(0.0)
+    assert _lr_at(TrainConfig(epochs=10, lr=1e-3, schedule="cosine"), 1, 50.0) == pytest.approx(
+        1e-3 * 0.5 * (1 + math.cos(math.pi / 10)))
 
 
 def test_max_val_images_limits_validation(tmp_path, tiny_graphene, monkeypatch):

@@ -83,7 +83,9 @@ class TrainConfig:
         Start from the weights of a trained model (a shipped model's name or a run folder)
         instead of random ones: fine-tuning. Its architecture and classes must match.
     schedule : {"none", "cosine"}
-        Learning-rate schedule over the epochs.
+        Learning-rate schedule over the epochs. With ``time_limit_seconds`` the cosine follows
+        whichever runs out first, the epochs or the time, so a run stopped by the limit still
+        ends at a small learning rate.
     augment : bool
         Flips, 90-degree turns, contrast, gamma and extra noise on training images.
     seed : int
@@ -96,9 +98,9 @@ class TrainConfig:
         Validate every epoch on only the first N validation images (large datasets: the
         per-image metrics run on the CPU and would otherwise dominate a fast GPU epoch).
     time_limit_seconds : float, optional
-        Stop after the epoch during which this much wall time [s] has passed in this call,
-        with everything saved; ``resume=True`` continues later. Guards a run on borrowed
-        machine time against an epoch count that turns out too large.
+        Stop, with everything saved, before an epoch that would end after this much wall time
+        [s] in this call (judged by the last epoch's duration); ``resume=True`` continues later.
+        Guards a run on borrowed machine time against an epoch count that turns out too large.
     """
 
     arch: str = "gombnet"
@@ -287,9 +289,13 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue(), overwrite=True)
 
 
-def _lr_at(cfg: TrainConfig, epoch: int) -> float:
+def _lr_at(cfg: TrainConfig, epoch: int, seconds_spent: float = 0.0) -> float:
+    """Learning rate of ``epoch`` (0-based) after ``seconds_spent`` [s] of this call."""
     if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        progress = epoch / cfg.epochs
+        if cfg.time_limit_seconds:  # a GPU shared with other runs may be slower than planned
+            progress = max(progress, min(1.0, seconds_spent / cfg.time_limit_seconds))
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr
 
 
@@ -408,8 +414,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
     try:
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 3, epoch]).generate_state(1)[0]))
+            lr = _lr_at(cfg, epoch, time.perf_counter() - t_run)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(cfg, epoch)
+                g["lr"] = lr
             model.train()
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="") if bar else None
             t0, total, count = time.perf_counter(), 0.0, 0
@@ -435,7 +442,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
                     bar.update(task, advance=1, info=f"loss {total / count:.4f}")
             train_seconds = time.perf_counter() - t0
             val = validate(model, dataset, val_idx, loss_fn, batch_size=max(cfg.batch_size, 4), device=device)
-            row = {"epoch": epoch + 1, "train_loss": total / count, **val, "lr": _lr_at(cfg, epoch),
+            row = {"epoch": epoch + 1, "train_loss": total / count, **val, "lr": lr,
                    "epoch_seconds": time.perf_counter() - t0, "images_per_second": count / train_seconds}
             rows.append(row)
             if bar:
@@ -467,9 +474,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
                 "aug_rng": aug_rng.bit_generator.state, "train_config": asdict(cfg),
                 "wall_seconds": wall}), overwrite=True)
             spent = time.perf_counter() - t_run
-            if cfg.time_limit_seconds and spent > cfg.time_limit_seconds and epoch + 1 < cfg.epochs:
+            if cfg.time_limit_seconds and spent + row["epoch_seconds"] > cfg.time_limit_seconds \
+                    and epoch + 1 < cfg.epochs:
                 if log:
-                    log(f"time limit of {cfg.time_limit_seconds:.0f} s reached after epoch {epoch + 1}/{cfg.epochs}; "
+                    log(f"time limit of {cfg.time_limit_seconds:.0f} s would pass during the next epoch: stopped after epoch {epoch + 1}/{cfg.epochs}; "
                         f"everything is saved, continue with --resume")
                 break
     finally:
