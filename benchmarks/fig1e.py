@@ -123,7 +123,7 @@ def main() -> None:
                         "images_per_second": float(np.median([r["images_per_second"] for r in rows]))}
         if args.only is None:
             table[name] = row(evaluate_model(out, data, split="test", max_images=args.max_test_images,
-                                                workers=args.eval_workers))
+                                             workers=args.eval_workers, device=args.device))
     if args.only is not None:
         return
     print()

@@ -95,7 +95,7 @@ def main() -> None:
                   if k in ("name", "command", "hardware", "wall_seconds", "training", "test_metrics", "note",
                            "fine_tuned_from")}
     evaluate = [*gombnet, "evaluate", "--model", str(run), "--data", str(data), "--split", "test",
-                "--json", str(report), "--overwrite"]
+                "--json", str(report), "--overwrite", "--device", "auto"]
     if args.max_test_images:
         evaluate += ["--max-images", str(args.max_test_images)]
     if args.eval_workers > 1:

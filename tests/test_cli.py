@@ -81,6 +81,8 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
     assert numbers["meta"]["n_images"] == 12
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--json", report), "--overwrite")
     one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tiny_graphene), "not found")
+    one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--device", "warp-drive"),
+                   "unknown device")
     result = run("evaluate", "--model", out, "--data", tiny_graphene, "--split", "all", "--by", "twist_deg",
                  "--groups", 2)
     assert result.exit_code == 0, result.output

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from gombnet.errors import GombnetError
 from gombnet.evaluate import evaluate_image, evaluate_model
@@ -32,6 +33,12 @@ def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
     assert results["meta"]["n_images"] == 12
     assert 0 <= results["pixel"]["mean_iou"] <= 1
     json.dumps(results, allow_nan=True)
+    # the network may run elsewhere (a GPU where there is one); on this CPU the numbers are the same
+    on_auto = evaluate_model(tmp_path / "run", tiny_graphene, split="all", device="auto")
+    if not torch.cuda.is_available():
+        assert on_auto["pixel"] == results["pixel"] and on_auto["atoms"] == results["atoms"]
+    with pytest.raises(GombnetError, match="unknown device"):
+        evaluate_model(tmp_path / "run", tiny_graphene, device="warp-drive")
 
 
 def test_mismatched_classes(tmp_path, tiny_graphene, tiny_wsse):

@@ -208,6 +208,8 @@ def evaluate(
                                                 "(e.g. dose_counts_per_px, twist_deg)."),
     groups: int = typer.Option(4, help="Number of equal-size groups for --by."),
     workers: int = typer.Option(1, help="Processes scoring the images (the network runs in the main one)."),
+    device: Optional[str] = typer.Option(None, help="torch device for the network: auto, cpu, cuda, mps "
+                                                    "(default cpu)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
 ):
@@ -221,7 +223,7 @@ def evaluate(
         check_output_path(json_out, overwrite)
     results = evaluate_model(model, data, split=split, radius_angstrom=radius_angstrom,
                              threshold=threshold, max_images=max_images, group_by=by, n_groups=groups,
-                             workers=workers, progress=sys.stderr.isatty())
+                             workers=workers, device=device, progress=sys.stderr.isatty())
     typer.echo(format_table(results))
     if by is not None:
         typer.echo(format_groups(results["groups"]))

@@ -6,10 +6,10 @@ import torch
 
 from gombnet.nn.checkpoint import WEIGHTS_DIR, list_shipped_models, load_model, read_config
 
-EXPECTED = {"graphene": ["C"], "ws2-wsse": ["W", "S2", "SSe"]}
+EXPECTED = {"graphene": ["C"], "graphene-wide": ["C"], "ws2-wsse": ["W", "S2", "SSe"]}
 
 
-def test_both_models_are_shipped():
+def test_all_models_are_shipped():
     assert set(EXPECTED) <= set(list_shipped_models())
 
 
