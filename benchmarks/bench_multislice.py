@@ -37,6 +37,7 @@ from scipy.ndimage import gaussian_filter
 from gombnet.analysis.bonds import bond_statistics, nearest_neighbor_distances
 from gombnet.analysis.lattice import twist_angle
 from gombnet.demo import best_atom_assignment
+from gombnet.errors import GombnetError
 from gombnet.inference.predict import predict
 from gombnet.nn.checkpoint import load_model
 from gombnet.simulation.imaging import render_haadf
@@ -140,7 +141,7 @@ def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, pr
         stats = bond_statistics(bonds) if len(bonds) >= 2 else None
     try:
         found_twist = twist_angle(*xy_found, kind="honeycomb" if preset == "graphene" else "triangular").twist_deg
-    except Exception:  # too few atoms in a layer to measure a lattice
+    except GombnetError:  # too few atoms in a layer to measure a lattice
         found_twist = float("nan")
     dopant = m.get("dopant") or {}
     return {"f1_per_layer": [m["per_layer"][f"layer{i}"]["f1"] for i in range(2)],
