@@ -38,6 +38,7 @@ from gombnet.analysis.bonds import bond_statistics, nearest_neighbor_distances
 from gombnet.analysis.lattice import twist_angle
 from gombnet.demo import best_atom_assignment
 from gombnet.errors import GombnetError
+from gombnet.evaluate import dopant_class, dopant_sites, inside_border
 from gombnet.inference.predict import predict
 from gombnet.nn.checkpoint import load_model
 from gombnet.simulation.imaging import render_haadf
@@ -113,12 +114,6 @@ def haadf_multislice(layers: list, spacing_angstrom: float, cell_angstrom: float
     return image.T, np.asarray(scan.start, float), np.asarray(scan.sampling, float)
 
 
-def inner(atoms: dict, edge_px: float, h: int, w: int) -> np.ndarray:
-    """Mask of the atoms at least ``edge_px`` inside an image of h x w px."""
-    x, y = atoms["x_px"], atoms["y_px"]
-    return (x >= edge_px - 0.5) & (x <= w - 0.5 - edge_px) & (y >= edge_px - 0.5) & (y <= h - 0.5 - edge_px)
-
-
 def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, preset: str) -> dict:
     """Atom F1 per layer (and class), RMSE, Se-S in the Se-free layer, graphene's C-C bonds and the
     twist of the atoms ``model`` finds in ``image``."""
@@ -126,10 +121,10 @@ def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, pr
     classes = PRESETS[preset]["classes"]
     result = predict(image, model, pixel_size_angstrom=pixel)
     found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
-    m = best_atom_assignment({k: v[inner(found, edge_px, h, w)] for k, v in found.items()},
-                             {k: v[inner(cols, edge_px, h, w)] for k, v in cols.items()},
+    # Se-S in the Se-free layer per chalcogen column found there, as gombnet evaluate counts it
+    m = best_atom_assignment(inside_border(found, h, w, edge_px), inside_border(cols, h, w, edge_px),
                              n_layers=2, class_names=classes, radius_px=0.5 / pixel, pixel_size_angstrom=pixel,
-                             dopant_class="SSe" if "SSe" in classes else None)
+                             dopant_class=dopant_class(classes), dopant_sites=dopant_sites(classes))
     lattice = [found["channel"] == i * len(classes) + PRESETS[preset]["lattice_class"] for i in range(2)]
     xy_found = [np.c_[found["x_px"], found["y_px"]][sel] * pixel for sel in lattice]
     stats = None
@@ -213,13 +208,10 @@ def main() -> None:
                                 pixel_size_angstrom=pixel, energy_kev=args.energy_kev,
                                 convergence_mrad=args.semiangle_mrad)
             clean = {"multislice": gaussian_filter(multislice, args.source_sigma / pixel), "gombnet": ours}
-            cols = {"x_px": [], "y_px": [], "layer": [], "class": []}
-            for i, (_, _, col_xy, col_class) in enumerate(layers):
-                p = (col_xy - start) / step
-                inside = (p[:, 0] > -0.5) & (p[:, 0] < w - 0.5) & (p[:, 1] > -0.5) & (p[:, 1] < h - 0.5)
-                cols["x_px"] += list(p[inside, 0]); cols["y_px"] += list(p[inside, 1])
-                cols["layer"] += [i] * int(inside.sum()); cols["class"] += list(col_class[inside])
-            cols = {k: np.asarray(v) for k, v in cols.items()}
+            col_px = np.vstack([(col_xy - start) / step for _, _, col_xy, _ in layers])
+            cols = inside_border({"x_px": col_px[:, 0], "y_px": col_px[:, 1],
+                                  "layer": np.concatenate([np.full(len(c), i) for i, (_, _, c, _) in enumerate(layers)]),
+                                  "class": np.concatenate([c for _, _, _, c in layers])}, h, w, 0.0)
             for dose in doses:
                 for simulator, image in clean.items():
                     noisy = rng.poisson(image / image.mean() * dose).astype(np.float32)

@@ -25,15 +25,18 @@ DEMO_MODELS = ("graphene", "ws2-wsse")
 
 
 def best_atom_assignment(found: dict, columns: dict, *, n_layers: int, class_names, radius_px: float,
-                         pixel_size_angstrom: float, dopant_class: str | None = None) -> dict:
+                         pixel_size_angstrom: float, dopant_class: str | None = None,
+                         dopant_sites=None) -> dict:
     """Atom metrics under the layer assignment (predicted -> true layer) with the best F1.
 
     For comparing atom tables when no masks are at hand; one assignment for all metrics.
+    ``dopant_class`` and ``dopant_sites`` as in :func:`gombnet.metrics.atom_metrics`.
     """
     best = None
     for perm in layer_permutations(n_layers):
         m = atom_metrics(found, columns, n_layers=n_layers, class_names=class_names, radius_px=radius_px,
-                         pixel_size_angstrom=pixel_size_angstrom, layer_perm=perm, dopant_class=dopant_class)
+                         pixel_size_angstrom=pixel_size_angstrom, layer_perm=perm, dopant_class=dopant_class,
+                         dopant_sites=dopant_sites)
         if best is None or m["overall"]["f1"] > best["overall"]["f1"]:
             best = m
     return best

@@ -477,8 +477,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
             if cfg.time_limit_seconds and spent + row["epoch_seconds"] > cfg.time_limit_seconds \
                     and epoch + 1 < cfg.epochs:
                 if log:
-                    log(f"time limit of {cfg.time_limit_seconds:.0f} s would pass during the next epoch: stopped after epoch {epoch + 1}/{cfg.epochs}; "
-                        f"everything is saved, continue with --resume")
+                    log(f"time limit of {cfg.time_limit_seconds:.0f} s would pass during the next epoch: stopped "
+                        f"after epoch {epoch + 1}/{cfg.epochs}; everything is saved, continue with --resume")
                 break
     finally:
         rng_fork.__exit__(None, None, None)
