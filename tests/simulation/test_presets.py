@@ -119,6 +119,9 @@ def test_unknown_key(tmp_path):
         ("[defects]\nvacancy_fraction = [0.0, 2.0]\n", "defects.vacancy_fraction"),
         ("[image]\npixel_size_angstrom = [true, 1]\n", "image.pixel_size_angstrom"),
         ("[labels]\ndisk_radius_angstrom = -1\n", "labels.disk_radius_angstrom"),
+        ("[image]\nheavy_atom_scale = [0, 1]\n", "image.heavy_atom_scale"),
+        ("[image]\nheavy_atom_min_z = 0\n", "image.heavy_atom_min_z"),
+        ("[image]\nheavy_atom_min_z = 37.5\n", "image.heavy_atom_min_z"),
     ],
 )
 def test_wrong_types(tmp_path, extra, key):

@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 
 from gombnet.errors import GombnetError
 from gombnet.simulation.presets import load_preset
-from gombnet.simulation.sample import Sample, simulate_sample
+from gombnet.simulation.sample import Sample, atom_weights, simulate_sample
 
 
 
@@ -191,3 +191,27 @@ def test_dose_controls_noise(clean_preset):
         return np.std(np.diff(img, axis=1))
 
     assert roughness(20.0) > 2 * roughness(5000.0)
+
+
+def test_atom_weights_scale_heavy_atoms_only():
+    z = np.array([6, 16, 34, 42, 74])
+    assert np.allclose(atom_weights(z, z_exponent=1.7), z ** 1.7)
+    w = atom_weights(z, z_exponent=1.5, heavy_atom_scale=0.5, heavy_atom_min_z=37)
+    assert np.allclose(w, z ** 1.5 * np.array([1, 1, 1, 0.5, 0.5]))
+
+
+def test_heavy_atom_scale_sets_metal_to_chalcogen_contrast(clean_preset):
+    """The W : S2 column contrast follows heavy_atom_scale; the draw is recorded in params."""
+    def w_to_s2(scale):
+        p = clean_preset("ws2-wsse", heavy_atom_scale=(scale, scale), z_exponent=(1.7, 1.7),
+                         scenario_weights=(1.0, 0.0, 0.0, 0.0), pixel_size_angstrom=(0.1, 0.1),
+                         source_sigma_angstrom=(0.1, 0.1), atom_sigma_angstrom=(0.1, 0.1))
+        s = simulate_sample(p, np.random.default_rng(3), image_size_px=128)
+        assert s.params["heavy_atom_scale"] == scale
+        c = s.columns
+        r, col = np.rint(c["y_px"]).astype(int), np.rint(c["x_px"]).astype(int)
+        at = s.image[r, col]
+        return np.median(at[c["class"] == 0]) / np.median(at[c["class"] == 1])  # W, S2
+
+    ratio = w_to_s2(0.5) / w_to_s2(0.25)  # same seed and draws: only the W weight differs
+    assert 1.7 < ratio < 2.1

@@ -13,7 +13,7 @@ of them and changing numbers - no code. The file layout::
     [defects]    vacancy_fraction, vibration_sigma_angstrom, n_holes, ...
     [substitution]  (optional) host, dopant, scenario_weights, ... fractions
     [probe]      energy_kev, convergence_mrad, source_sigma_angstrom, defocus_angstrom, ...
-    [image]      pixel_size_angstrom, atom_sigma_angstrom, z_exponent
+    [image]      pixel_size_angstrom, atom_sigma_angstrom, z_exponent, heavy_atom_scale, ...
     [noise]      dose_counts_per_px, background_amplitude, ... jitter, drift
     [labels]     disk_radius_angstrom
 
@@ -96,6 +96,8 @@ SCHEMA: tuple[tuple[str, str, str, Any], ...] = (
     ("image", "pixel_size_angstrom", "positive", (0.106, 0.106)),
     ("image", "atom_sigma_angstrom", "nonneg", (0.2, 0.2)),
     ("image", "z_exponent", "positive", (1.7, 1.7)),
+    ("image", "heavy_atom_scale", "positive", (1.0, 1.0)),
+    ("image", "heavy_atom_min_z", "int", 37),
     ("noise", "dose_counts_per_px", "positive", (1000.0, 1000.0)),
     ("noise", "background_amplitude", "nonneg", (0.0, 0.0)),
     ("noise", "background_length_angstrom", "positive", (10.0, 10.0)),
@@ -192,6 +194,8 @@ class Preset:
     pixel_size_angstrom: Range = (0.106, 0.106)
     atom_sigma_angstrom: Range = (0.2, 0.2)
     z_exponent: Range = (1.7, 1.7)
+    heavy_atom_scale: Range = (1.0, 1.0)
+    heavy_atom_min_z: int = 37
     # noise and scan
     dose_counts_per_px: Range = (1000.0, 1000.0)
     background_amplitude: Range = (0.0, 0.0)
@@ -257,6 +261,7 @@ class Preset:
             "probe_tail_sigma_angstrom",
             "atom_sigma_angstrom",
             "z_exponent",
+            "heavy_atom_scale",
             "dose_counts_per_px",
             *NOISE_PARAMS,
         ]
@@ -474,6 +479,9 @@ def preset_from_dict(data: dict[str, Any], *, name: str = "", source: str = "") 
         )
     if not 16 <= values["image_size_px"] <= 16384:
         raise GombnetError(f"preset key image_size_px must be in 16..16384, got {values['image_size_px']}")
+    if not 1 <= values["heavy_atom_min_z"] <= 118:
+        raise GombnetError(f"preset key image.heavy_atom_min_z must be an atomic number in 1..118, "
+                           f"got {values['heavy_atom_min_z']}")
     if len(set(values["class_names"])) != len(values["class_names"]):
         raise GombnetError(f"preset key class_names has duplicates: {list(values['class_names'])}")
     if values["lattice_strain"][0] <= -0.5 or values["lattice_strain"][1] >= 0.5:
