@@ -42,13 +42,14 @@ from gombnet.evaluate import dopant_class, dopant_sites, inside_border
 from gombnet.inference.predict import predict
 from gombnet.nn.checkpoint import load_model
 from gombnet.simulation.imaging import render_haadf
+from gombnet.simulation.lattices import ATOMIC_NUMBER
+from gombnet.simulation.sample import atom_weights
 
 ATOM_SIGMA_ANGSTROM = 0.2  # gombnet's simulator: Gaussian atom size (training range 0.1-0.3 Å)
 # lattice constant [Å], interlayer spacing [Å], class names and the atom that marks a layer's lattice
 PRESETS = {"graphene": {"a": 1.42 * np.sqrt(3), "spacing": 3.35, "classes": ["C"], "lattice_class": 0},
            "ws2-wsse": {"a": 3.18, "a_wse2": 3.282, "spacing": 6.2, "classes": ["W", "S2", "SSe"],
                         "lattice_class": 0}}
-Z = {"C": 6, "W": 74, "S": 16, "Se": 34}
 
 
 def layer_atoms(preset: str, theta_deg: float, shift_angstrom, cell_angstrom: float, rng: np.random.Generator,
@@ -202,7 +203,7 @@ def main() -> None:
             h, w = multislice.shape
             # pixel (r, c) is the scan position start + (c, r) * step
             all_px = np.vstack([(xyz[:, :2] - start) / step for xyz, _, _, _ in layers])
-            weights = np.array([Z[str(el)] ** 1.7 for _, sym, _, _ in layers for el in sym])
+            weights = atom_weights([ATOMIC_NUMBER[str(el)] for _, sym, _, _ in layers for el in sym], z_exponent=1.7)
             ours = render_haadf(all_px[:, 0], all_px[:, 1], weights, (h, w),
                                 sigma_px=np.hypot(ATOM_SIGMA_ANGSTROM, args.source_sigma) / pixel,
                                 pixel_size_angstrom=pixel, energy_kev=args.energy_kev,
