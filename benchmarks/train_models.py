@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--schedule", default="cosine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int)
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="change a preset key of the simulated data (gombnet simulate --set); repeatable")
     ap.add_argument("--max-test-images", type=int, help="evaluate on the first N test images only")
     ap.add_argument("--eval-workers", type=int, default=1, help="processes scoring the test images")
     ap.add_argument("--max-val-images", type=int, help="validate each epoch on this many images")
@@ -78,6 +80,8 @@ def main() -> None:
                 "--seed", str(args.seed), "--out", str(data)]
     if args.workers:
         simulate += ["--workers", str(args.workers)]
+    for setting in args.settings:
+        simulate += ["--set", setting]
     train = [*gombnet, "train", "--data", str(data), "--out", str(run), "--epochs", str(args.epochs),
              "--filters", args.filters, "--dropout", str(args.dropout), "--lr", str(args.lr),
              "--batch-size", str(args.batch_size), "--schedule", args.schedule, "--seed", str(args.seed)]

@@ -2,10 +2,12 @@
 
 import json
 
+import h5py
 import pytest
 from typer.testing import CliRunner
 
 from gombnet.cli import app
+from gombnet.data import read_dataset
 
 runner = CliRunner()
 
@@ -41,8 +43,22 @@ def test_simulate_and_refuse_overwrite(tmp_path):
     one_line_error(run("simulate", "--n", 3, "--size", 48, "--out", out), "--overwrite")
 
 
+def test_simulate_with_preset_settings(tmp_path):
+    out = tmp_path / "d.h5"
+    result = run("simulate", "--preset", "graphene", "--n", 2, "--size", 32, "--workers", 1, "--out", out,
+                 "--set", "probe.energy_kev=80", "--set", "noise.dose_counts_per_px=[100, 200]")
+    assert result.exit_code == 0, result.output
+    ds = read_dataset(out)
+    assert (ds.params["energy_kev"] == 80).all()
+    assert ((ds.params["dose_counts_per_px"] >= 100) & (ds.params["dose_counts_per_px"] <= 200)).all()
+    with h5py.File(out) as f:
+        assert "energy_kev = [80.0, 80.0]" in f.attrs["preset_toml"]
+
+
 @pytest.mark.parametrize("args, words", [
     (("--preset", "nonsense", "--n", 2), ("nonsense",)),
+    (("--n", 2, "--set", "probe.nonsense=1"), ("probe.nonsense",)),
+    (("--n", 2, "--set", "noise.dose_counts_per_px=-5"), ("dose_counts_per_px",)),
     (("--n", 0), ("> 0",)),
     (("--n", 2, "--size", 4), ("image size",)),
     ((), ("--out",)),

@@ -4,6 +4,7 @@ import pytest
 
 from gombnet.data import read_dataset, split_labels, write_dataset
 from gombnet.errors import GombnetError
+from gombnet.simulation.presets import load_preset, preset_from_dict, tomllib
 
 
 def test_layout(tiny_graphene):
@@ -15,6 +16,8 @@ def test_layout(tiny_graphene):
             assert f[f"atoms/{k}"].shape == f["atoms/image"].shape
         assert "pixel_size_angstrom" in f["params"] and "twist_deg" in f["params"]
         assert f.attrs["preset"] == "graphene" and f.attrs["n_layers"] == 2 and f.attrs["seed"] == 3
+        stored = tomllib.loads(f.attrs["preset_toml"])  # the full preset travels with the data
+    assert preset_from_dict(stored) == load_preset("graphene")
     ds = read_dataset(tiny_graphene)
     assert ds.class_names == ["C"] and ds.n_channels == 2
     assert np.bincount(ds.split, minlength=3).tolist() == [9, 2, 1]

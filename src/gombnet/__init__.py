@@ -15,6 +15,7 @@ _API = {
     "GombnetError": "gombnet.errors",
     "load_preset": "gombnet.simulation.presets",
     "list_presets": "gombnet.simulation.presets",
+    "with_overrides": "gombnet.simulation.presets",
     "simulate_sample": "gombnet.simulation.sample",
     "write_dataset": "gombnet.data",
     "read_dataset": "gombnet.data",

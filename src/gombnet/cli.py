@@ -51,7 +51,7 @@ def presets(details: bool = typer.Option(False, "--details", help="Print each pr
         typer.echo(f"{name:12s} {p.n_layers} layers, classes {', '.join(p.class_names)}, "
                    f"{p.image_size_px}x{p.image_size_px} px")
         if details:
-            typer.echo(getattr(p, "toml_text", ""))
+            typer.echo(p.to_toml())
 
 
 @app.command()
@@ -63,6 +63,9 @@ def simulate(
     out: Optional[Path] = typer.Option(None, help="Output HDF5 dataset file."),
     workers: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
     size: Optional[int] = typer.Option(None, help="Override the preset image size [px]."),
+    set_: List[str] = typer.Option([], "--set", help="Change one preset key, SECTION.KEY=VALUE with a TOML value, "
+                                                     "e.g. --set probe.energy_kev=80 --set 'noise.dose_counts_per_px=[100, "
+                                                     "1000]'; repeatable."),
     preview: Optional[Path] = typer.Option(None, help="Write a PNG preview of a few samples."),
     preview_samples: int = typer.Option(3, help="Samples in the preview."),
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
@@ -73,9 +76,9 @@ def simulate(
     """
     import time
 
-    from .simulation.presets import load_preset
+    from .simulation.presets import with_overrides
 
-    p = load_preset(preset)
+    p = with_overrides(preset, set_)
     if out is None and preview is None:
         _fail("give --out for a dataset file and/or --preview for a PNG preview")
     if preview is not None:

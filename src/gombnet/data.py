@@ -194,7 +194,7 @@ def write_dataset(
                 f.attrs["class_names"] = json.dumps(list(preset.class_names))
                 f.attrs["n_layers"] = preset.n_layers
                 f.attrs["preset"] = preset.name
-                f.attrs["preset_toml"] = getattr(preset, "toml_text", "") or ""
+                f.attrs["preset_toml"] = preset.to_toml()
                 f.attrs["seed"] = seed
                 f.attrs["gombnet_version"] = __version__
                 f.attrs["format_version"] = FORMAT_VERSION

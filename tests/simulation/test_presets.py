@@ -10,12 +10,14 @@ import pytest
 from gombnet.errors import GombnetError
 from gombnet.simulation.presets import (
     PRESET_DIR,
+    SCHEMA,
     Preset,
     column_class_name,
     list_presets,
     load_preset,
     possible_classes,
     preset_from_dict,
+    with_overrides,
 )
 from gombnet.simulation.sample import simulate_sample
 
@@ -150,3 +152,56 @@ def test_class_names_and_possible_classes():
     assert possible_classes(w) == {"W", "S2", "SSe"}
     assert possible_classes(dataclasses.replace(w, max_per_column=2)) == {"W", "S2", "SSe", "Se2"}
     assert possible_classes(dataclasses.replace(w, materials=("MoS2", "WSe2"), host="")) == {"Mo", "W", "S2", "Se2"}
+
+
+def test_to_toml_round_trip(tmp_path):
+    for name in list_presets():
+        p = load_preset(name)
+        text = p.to_toml()
+        assert "[structure]" in text and "dose_counts_per_px" in text
+        assert load_preset(write(tmp_path, text, f"{name}-copy.toml")) == p
+
+
+def test_schema_keys_are_unique():
+    # with_overrides accepts KEY=VALUE without the section: it must be unambiguous
+    keys = [k for _s, k, *_ in SCHEMA]
+    assert len(keys) == len(set(keys))
+
+
+def test_with_overrides_sets_keys_and_keeps_the_rest():
+    base = load_preset("ws2-wsse")
+    p = with_overrides("ws2-wsse", ["probe.energy_kev=80", "heavy_atom_scale=[0.5, 1.0]",
+                                    "noise.dose_counts_per_px = 100", "description=my microscope",
+                                    "probe.energy_kev=100"])  # a later setting wins
+    assert p.energy_kev == (100.0, 100.0)
+    assert p.heavy_atom_scale == (0.5, 1.0)
+    assert p.dose_counts_per_px == (100.0, 100.0)  # a single number is a fixed value
+    assert p.description == "my microscope"  # a bare word is a string
+    assert p.name == base.name
+    assert dataclasses.replace(p, energy_kev=base.energy_kev, heavy_atom_scale=base.heavy_atom_scale,
+                               dose_counts_per_px=base.dose_counts_per_px, description=base.description) == base
+    assert with_overrides(base, []) is base
+    # the draw follows the new ranges
+    s = simulate_sample(with_overrides("graphene", ["image_size_px=32", "probe.energy_kev=80"]),
+                        np.random.default_rng(0))
+    assert s.image.shape == (32, 32) and s.params["energy_kev"] == 80.0
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("probe.energy_kev", ("SECTION.KEY=VALUE",)),
+    ("=80", ("SECTION.KEY=VALUE",)),
+    ("probe.energy_kev=", ("SECTION.KEY=VALUE",)),
+    ("probe.nonsense=1", ("unknown preset key", "probe.nonsense")),
+    ("noise.energy_kev=80", ("unknown preset key", "noise.energy_kev")),
+    ("noise.dose_counts_per_px=[-1, 10]", ("dose_counts_per_px", "> 0")),
+    ("noise.dose_counts_per_px=[100, 10]", ("inverted",)),
+    ("image.heavy_atom_min_z=1.5", ("heavy_atom_min_z",)),
+    ("structure.materials=[\"graphene\", \"unobtainium\"]", ("unobtainium",)),
+])
+def test_with_overrides_errors(setting, words):
+    with pytest.raises(GombnetError) as info:
+        with_overrides("graphene", [setting])
+    msg = str(info.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg

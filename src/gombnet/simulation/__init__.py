@@ -4,6 +4,7 @@ Main entry points::
 
     from gombnet.simulation import load_preset, simulate_sample
     preset = load_preset("graphene")                  # or "ws2-wsse", or a .toml path
+    preset = with_overrides(preset, ["probe.energy_kev=80"])  # optional: change keys
     sample = simulate_sample(preset, np.random.default_rng(0))
     sample.image, sample.masks, sample.columns, sample.atoms, sample.params
 
@@ -12,7 +13,7 @@ e.g. to re-simulate an experiment from found atoms.
 """
 
 from .imaging import add_detector_noise, normalize_image, probe_otf, render_haadf
-from .presets import Preset, list_presets, load_preset
+from .presets import Preset, list_presets, load_preset, with_overrides
 from .sample import Sample, simulate_sample
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "probe_otf",
     "render_haadf",
     "simulate_sample",
+    "with_overrides",
 ]

@@ -30,6 +30,7 @@ class the preset can produce; extra names give empty channels.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass, field, fields
@@ -281,6 +282,29 @@ class Preset:
             (out.setdefault(section, {}) if section else out)[key] = value
         return out
 
+    def to_toml(self) -> str:
+        """The preset as TOML text with every key (defaults included), e.g. to store with a dataset.
+
+        ``load_preset`` of the text (saved as a ``.toml`` file) gives back an equal preset.
+        """
+        data = self.to_dict()
+        lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+        for section, table in data.items():
+            if isinstance(table, dict):
+                lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    """One preset value as TOML: the types a preset holds (str, bool, int, finite float, lists)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
 
 def list_presets() -> list[str]:
     """Names of the built-in presets (TOML files shipped with gombnet), sorted."""
@@ -325,6 +349,57 @@ def load_preset(name_or_path: str | Path) -> Preset:
     except (OSError, UnicodeDecodeError) as exc:
         raise GombnetError(f"cannot read preset {path}: {exc}") from None
     return preset_from_dict(data, name=path.stem, source=str(path))
+
+
+def with_overrides(preset: Preset | str | Path, settings) -> Preset:
+    """A copy of ``preset`` with some keys set from ``KEY=VALUE`` strings (e.g. a command line).
+
+    Lets a simulation follow a microscope (``probe.energy_kev=80``) or widen a training range
+    (``noise.dose_counts_per_px=[100, 1000]``) without copying the preset's TOML file. Every
+    value goes through the same checks as a TOML file's, and the result keeps the preset's
+    name; datasets store the full preset (with the new values) beside the images.
+
+    Parameters
+    ----------
+    preset : Preset, str or Path
+        A loaded preset, a built-in name or a ``.toml`` path.
+    settings : iterable of str
+        ``SECTION.KEY=VALUE`` or ``KEY=VALUE`` (no two sections share a key). ``VALUE``
+        is a TOML value (``80``, ``[0.5, 1.0]``, ``true``, ``"graphene"``); a bare word is a
+        string. A later setting of the same key wins.
+
+    Returns
+    -------
+    Preset
+
+    Raises
+    ------
+    GombnetError
+        A setting without ``=``, an unknown key, or a value the key does not accept
+        - with a one-line message naming the setting.
+    """
+    preset = load_preset(preset)
+    settings = [settings] if isinstance(settings, str) else list(settings)
+    if not settings:
+        return preset
+    data = preset.to_dict()
+    section_of = {key: section for section, key, _kind, _default in SCHEMA}  # keys are unique
+    for setting in settings:
+        text = str(setting)
+        where, sep, raw = text.partition("=")
+        where, raw = where.strip(), raw.strip()
+        if not sep or not where or not raw:
+            raise GombnetError(f"preset setting {text!r} must look like SECTION.KEY=VALUE")
+        section, _, key = where.rpartition(".")
+        if key not in section_of or (section and section != section_of[key]):
+            raise GombnetError(f"unknown preset key {where!r} in setting {text!r} (see `gombnet presets --details`)")
+        section = section_of[key]
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word, e.g. a material name
+        (data.setdefault(section, {}) if section else data)[key] = value
+    return preset_from_dict(data, name=preset.name, source=f"{preset.source or preset.name} with {', '.join(settings)}")
 
 
 def _where(section: str, key: str) -> str:
