@@ -194,7 +194,11 @@ def test_train_fine_tunes_with_per_class_dice(tmp_path, tiny_graphene):
     one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "x", "--epochs", 1,
                        "--init", tmp_path / "nope"), "not found")
     one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "y", "--epochs", 1,
-                       "--filters", "4,8,16", "--batch-size", 3, "--device", "cpu", "--init", base), "architecture")
+                       "--filters", "4,16", "--batch-size", 3, "--device", "cpu", "--init", base), "architecture")
+    # one more width: the trained model is deepened by one level
+    deeper = run("train", "--data", tiny_graphene, "--out", tmp_path / "deep", "--epochs", 1, "--filters", "4,8,16",
+                 "--batch-size", 3, "--device", "cpu", "--init", base)
+    assert deeper.exit_code == 0, deeper.output
 
 
 def test_tune_command(tmp_path, tiny_graphene):

@@ -118,7 +118,9 @@ def train(
     bce_weight: float = typer.Option(0.0, help="Add this weight times a cross-entropy under the best layer "
                                                "assignment to the Gomb loss (charges every false positive)."),
     init: Optional[str] = typer.Option(None, help="Start from this trained model's weights (shipped name or run "
-                                                  "folder): fine-tuning. Same --arch and --filters."),
+                                                  "folder): fine-tuning. Same --arch and --filters, or its "
+                                                  "filters plus one more width to deepen it by one level "
+                                                  "(the new level starts as the identity)."),
     schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
     augment: bool = typer.Option(True, help="Flips, turns, contrast and noise augmentation."),
     seed: int = typer.Option(0),

@@ -81,7 +81,9 @@ class TrainConfig:
         from an image, which no Dice with a tiny smoothing does.
     init_weights : str, optional
         Start from the weights of a trained model (a shipped model's name or a run folder)
-        instead of random ones: fine-tuning. Its architecture and classes must match.
+        instead of random ones: fine-tuning. Its classes must match, and its architecture
+        too, or ``filters`` is its filters plus one more width: the trained model is then
+        embedded in a network one level deeper (:func:`gombnet.nn.deepen.deepen_into`).
     schedule : {"none", "cosine"}
         Learning-rate schedule over the epochs. With ``time_limit_seconds`` the cosine follows
         whichever runs out first, the epochs or the time, so a run stopped by the limit still
@@ -176,19 +178,30 @@ def make_network(cfg: TrainConfig, n_layers: int, n_classes: int) -> GombNet:
                        dropout=cfg.dropout)
 
 
-def _init_from(model: GombNet, source: str, n_layers: int, class_names: list) -> None:
-    """Copy the weights of a trained model (name or run folder) into ``model`` (fine-tuning)."""
-    from .checkpoint import load_model
+def _init_from(model: GombNet, source: str, n_layers: int, class_names: list, sample_images) -> None:
+    """Copy the weights of a trained model (name or run folder) into ``model`` (fine-tuning).
 
-    src = load_model(source)
+    If ``model`` has one level more than the trained model, the trained model is embedded in
+    it (:func:`gombnet.nn.deepen.deepen_into`; ``sample_images()`` gives the normalised images
+    for the new level's batch-norm statistics).
+    """
+    from .checkpoint import load_model
+    from .deepen import deepen_into
+
+    src = load_model(source).float()
     cfg = src.gombnet_config
     check(list(cfg["class_names"]) == list(class_names) and int(cfg["n_layers"]) == n_layers,
           f"--init {source}: its classes {cfg['class_names']} x {cfg['n_layers']} layers do not match the "
           f"data's {class_names} x {n_layers} layers")
+    theirs_filters, own_filters = list(src.config["filters"]), list(model.config["filters"])
+    if own_filters[:-1] == theirs_filters and len(src.decoders) == len(model.decoders):
+        deepen_into(model, src, sample_images())
+        return
     own, theirs = model.state_dict(), src.state_dict()
     check(set(own) == set(theirs) and all(own[k].shape == theirs[k].shape for k in own),
           f"--init {source}: its architecture ({cfg['architecture']}) differs from this run's; "
-          f"use the same --arch and --filters")
+          f"use the same --arch and --filters ({','.join(map(str, theirs_filters))}), or these filters plus "
+          f"one more width to deepen it")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in theirs.items()})
 
 
@@ -358,7 +371,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
     device = pick_device(cfg.device)
     model = make_network(cfg, n_layers, len(class_names))
     if cfg.init_weights and not resume:
-        _init_from(model, cfg.init_weights, n_layers, class_names)
+        # batch-norm statistics for a new level: up to 64 training images, as the network sees them
+        _init_from(model, cfg.init_weights, n_layers, class_names,
+                   lambda: normalize_batch(dataset.images[np.sort(train_idx[:64])]))
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
