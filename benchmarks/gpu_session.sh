@@ -132,7 +132,7 @@ if has ship; then
     ship graphene-deep graphene --init graphene --filters 16,32,64,128,256 --lr 3e-4 & SHIPS+=($!)
     # one Dice per class stops whole layers being called S2 or SSe, the cross-entropy cuts Se-S
     # reported in layers without Se (README: both tried as CPU fine-tunes)
-    ship ws2-wsse-ft ws2-wsse --init ws2-wsse --filters 16,32,64,128 --lr 2e-4 --per-class-dice --bce-weight 3 \
+    ship ws2-wsse-ft ws2-wsse --init ws2-wsse --filters 16,32,64,128,256 --lr 2e-4 --per-class-dice --bce-weight 3 \
         "${WS2_SET[@]}" & SHIPS+=($!)  # the settings only go into the card: the data exists already
 fi
 if has fig1e; then
