@@ -14,8 +14,9 @@
 #   graphene-deep  the shipped graphene model deepened by one level (filters 16-256, the new level
 #                  starting as the identity) and fine-tuned: on the CPU this lifted the validation
 #                  mIoU where the plain fine-tune stayed flat (README "One level deeper")
-#   ws2-wsse-ft    the shipped ws2-wsse model fine-tuned (one Dice per class, cross-entropy 3) on images
-#                  with wider W and Se-S contrast ranges (WS2_WIDE=1, the default)
+#   ws2-wsse-ft    the shipped ws2-wsse model (filters 16-256) fine-tuned (one Dice per class,
+#                  cross-entropy 3) on images with wider W and Se-S contrast ranges (WS2_WIDE=1,
+#                  the default)
 #
 # Wall time is about TRAIN_SECONDS x 1.15 plus 2-3 minutes (simulation ~25 s, timed trials
 # ~20 s, evaluations ~40 s): give the device call a limit above that. Whatever has not been
