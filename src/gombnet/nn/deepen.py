@@ -85,16 +85,14 @@ def deepen_into(target: GombNet, source: GombNet, images, *, batch_size: int = 1
 
     mean, var = _skip_statistics(source, images, batch_size)
     width = old[-1]
-    eye = torch.zeros(width, width, 3, 3)
-    eye[torch.arange(width), torch.arange(width), 1, 1] = 1.0
     with torch.no_grad():
         for decoder in target.decoders:
             conv1, bn1, _, conv2, bn2, _ = decoder.ups[0].conv
             # conv1 sees [upsampled, skip]: read only the skip; the up-path enters through
             # weights that start at zero and are learnt
             conv1.weight.zero_()
-            conv1.weight[:, width:] = eye
-            conv2.weight.copy_(eye)
+            torch.nn.init.dirac_(conv1.weight[:, width:])
+            torch.nn.init.dirac_(conv2.weight)
             for conv in (conv1, conv2):
                 conv.bias.zero_()
             # BatchNorm that undoes its own normalisation: (x - mean) / std * std + mean = x;

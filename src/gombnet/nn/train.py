@@ -188,7 +188,7 @@ def _init_from(model: GombNet, source: str, n_layers: int, class_names: list, sa
     from .checkpoint import load_model
     from .deepen import deepen_into
 
-    src = load_model(source).float()
+    src = load_model(source)  # float32 whatever the stored dtype (load_state converts)
     cfg = src.gombnet_config
     check(list(cfg["class_names"]) == list(class_names) and int(cfg["n_layers"]) == n_layers,
           f"--init {source}: its classes {cfg['class_names']} x {cfg['n_layers']} layers do not match the "
