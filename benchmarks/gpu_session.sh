@@ -11,9 +11,9 @@
 # back as $OUT/NAME.tar.gz with weights, card, test report and log, and is shipped by hand
 # after a check on held-out data):
 #   graphene-wide  the paper's width (filters 32-256) from scratch
-#   graphene-deep  the shipped graphene model deepened by one level (filters 16-256, the new level
-#                  starting as the identity) and fine-tuned: on the CPU this lifted the validation
-#                  mIoU where the plain fine-tune stayed flat (README "One level deeper")
+#   graphene-ft    the shipped graphene model (filters 16-256) fine-tuned on new images; that model
+#                  is this script's former graphene-deep candidate (the 4-level CPU model deepened by
+#                  one level, README "One level deeper") after one more short GPU fine-tune
 #   ws2-wsse-ft    the shipped ws2-wsse model (filters 16-256) fine-tuned (one Dice per class,
 #                  cross-entropy 3) on images with wider W and Se-S contrast ranges (WS2_WIDE=1,
 #                  the default)
@@ -63,7 +63,7 @@ stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   $PY -c "import torch, numpy, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, \
-'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"; nproc; } | tee "$LOG/machine.txt"
+'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"; echo "cores: $(nproc --all)"; } | tee "$LOG/machine.txt"
 
 # pack one candidate (weights, card, test report, per-epoch metrics, log) into $OUT/NAME.tar.gz
 pack() {
@@ -78,7 +78,7 @@ pack() {
     done
     [ ${#files[@]} -gt 0 ] && tar -czf "$part" --transform 's,.*/,,' "${files[@]}" && mv "$part" "$OUT/$name.tar.gz"
 }
-SHIP_NAMES="graphene-wide graphene-deep ws2-wsse-ft"
+SHIP_NAMES="graphene-wide graphene-ft ws2-wsse-ft"
 FIG_RUNS="unet+dice unet+gomb gombnet+gomb"
 pack_fig1e() {
     mkdir -p "$WORK/fig1e-pack"
@@ -96,7 +96,7 @@ pack_fig1e() {
 WATCHDOG=$!
 
 stamp "simulating"
-mkdir -p "$WORK/fig1e" "$WORK/graphene-wide" "$WORK/graphene-deep" "$WORK/ws2-wsse-ft"
+mkdir -p "$WORK/fig1e" "$WORK/graphene-wide" "$WORK/graphene-ft" "$WORK/ws2-wsse-ft"
 SIMS=()
 if has ship; then
     $PY -m gombnet simulate --preset graphene --n "$N_SHIP" --size "$SIZE_SHIP" --seed "$SEED_SHIP" --workers 6 \
@@ -109,7 +109,7 @@ if has fig1e || has bench; then
         --out "$WORK/fig1e/graphene.h5" > "$LOG/simulate-fig1e.txt" 2>&1 & SIMS+=($!)
 fi
 [ ${#SIMS[@]} -gt 0 ] && wait "${SIMS[@]}"
-ln -sf "$WORK/graphene-wide/data.h5" "$WORK/graphene-deep/data.h5"
+ln -sf "$WORK/graphene-wide/data.h5" "$WORK/graphene-ft/data.h5"
 stamp "simulated"; tail -n 2 "$LOG"/simulate-*.txt
 
 stamp "throughput alone on the device (paper size: 256 px, filters 32-256)"
@@ -130,7 +130,7 @@ ship() {  # NAME PRESET train_models options...
 SHIPS=(); FIGS=()
 if has ship; then
     ship graphene-wide graphene --filters "$FILTERS_WIDE" --lr 1e-3 & SHIPS+=($!)
-    ship graphene-deep graphene --init graphene --filters 16,32,64,128,256 --lr 3e-4 & SHIPS+=($!)
+    ship graphene-ft graphene --init graphene --filters 16,32,64,128,256 --lr 3e-4 & SHIPS+=($!)
     # one Dice per class stops whole layers being called S2 or SSe, the cross-entropy cuts Se-S
     # reported in layers without Se (README: both tried as CPU fine-tunes)
     ship ws2-wsse-ft ws2-wsse --init ws2-wsse --filters 16,32,64,128,256 --lr 2e-4 --per-class-dice --bce-weight 3 \
