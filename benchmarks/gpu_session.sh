@@ -130,10 +130,11 @@ ship() {  # NAME PRESET train_models options...
 SHIPS=(); FIGS=()
 if has ship; then
     ship graphene-wide graphene --filters "$FILTERS_WIDE" --lr 1e-3 & SHIPS+=($!)
-    ship graphene-ft graphene --init graphene --filters 16,32,64,128,256 --lr 3e-4 & SHIPS+=($!)
+    # fine-tunes keep the starting model's filters (train_models.py's default with --init)
+    ship graphene-ft graphene --init graphene --lr 3e-4 & SHIPS+=($!)
     # one Dice per class stops whole layers being called S2 or SSe, the cross-entropy cuts Se-S
     # reported in layers without Se (README: both tried as CPU fine-tunes)
-    ship ws2-wsse-ft ws2-wsse --init ws2-wsse --filters 16,32,64,128,256 --lr 2e-4 --per-class-dice --bce-weight 3 \
+    ship ws2-wsse-ft ws2-wsse --init ws2-wsse --lr 2e-4 --per-class-dice --bce-weight 3 \
         "${WS2_SET[@]}" & SHIPS+=($!)  # the settings only go into the card: the data exists already
 fi
 if has fig1e; then

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from gombnet.nn.checkpoint import WEIGHTS_DIR, load_model, read_config, resolve_model_files, save_model
+from gombnet.nn.train import TrainConfig, init_filters
 
 
 def sh(cmd: list[str]) -> None:
@@ -48,7 +49,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--filters", default="16,32,64,128")
+    ap.add_argument("--filters", help="encoder widths (default: the --init model's own, else 16,32,64,128)")
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -71,6 +72,8 @@ def main() -> None:
     ap.add_argument("--note", default="", help="remark for the model card (e.g. where and why so trained)")
     args = ap.parse_args()
     name = args.name or args.preset
+    if args.filters is None:  # written out, so that the card's command says which
+        args.filters = ",".join(map(str, init_filters(args.init))) if args.init else "16,32,64,128"
     work = args.work / name
     work.mkdir(parents=True, exist_ok=True)
     data, run = work / "data.h5", work / args.run
@@ -114,7 +117,6 @@ def main() -> None:
     resume = (run / "state.json").is_file()
     if args.budget_seconds:
         from _budget import planned_epochs
-        from gombnet.nn.train import TrainConfig
 
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dropout=args.dropout,
                           filters=tuple(int(f) for f in args.filters.split(",")), seed=args.seed,

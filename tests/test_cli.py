@@ -183,10 +183,13 @@ def test_train_fine_tunes_with_per_class_dice(tmp_path, tiny_graphene):
     assert run("train", "--data", tiny_graphene, "--out", base, "--epochs", 1, "--filters", "4,8",
                "--batch-size", 3, "--device", "cpu").exit_code == 0
     out = tmp_path / "tuned"
-    result = run("train", "--data", tiny_graphene, "--out", out, "--epochs", 1, "--filters", "4,8",
+    # no --filters: the starting model's own widths, not the from-scratch default
+    result = run("train", "--data", tiny_graphene, "--out", out, "--epochs", 1,
                  "--batch-size", 3, "--device", "cpu", "--init", base, "--per-class-dice", "--bce-weight", 0.5)
     assert result.exit_code == 0, result.output
-    training = json.loads((out / "config.json").read_text())["training"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"]["filters"] == [4, 8]
+    training = config["training"]
     assert training["init_weights"] == str(base) and training["per_class_dice"] is True
     assert training["bce_weight"] == 0.5
     one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "z", "--epochs", 1,

@@ -107,7 +107,8 @@ def train(
     epochs: int = typer.Option(50),
     batch_size: int = typer.Option(4),
     lr: float = typer.Option(1e-4, help="Adam learning rate."),
-    filters: str = typer.Option("32,64,128,256", help="Encoder widths, comma separated."),
+    filters: Optional[str] = typer.Option(None, help="Encoder widths, comma separated [default: the --init "
+                                                     "model's, else 32,64,128,256]."),
     dropout: float = typer.Option(0.2, help="Bottleneck dropout."),
     alpha: float = typer.Option(2.0, help="False-positive weight of the Dice in the Gomb loss."),
     normalized_dice: bool = typer.Option(False, help="Dice normalised so a perfect prediction gives loss 0."),
@@ -118,9 +119,10 @@ def train(
     bce_weight: float = typer.Option(0.0, help="Add this weight times a cross-entropy under the best layer "
                                                "assignment to the Gomb loss (charges every false positive)."),
     init: Optional[str] = typer.Option(None, help="Start from this trained model's weights (shipped name or run "
-                                                  "folder): fine-tuning. Same --arch and --filters, or its "
-                                                  "filters plus one more width to deepen it by one level "
-                                                  "(the new level starts as the identity)."),
+                                                  "folder): fine-tuning. Same --arch and --filters (its "
+                                                  "own by default), or its filters plus one more width "
+                                                  "to deepen it by one level (the new level starts as the "
+                                                  "identity)."),
     schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
     augment: bool = typer.Option(True, help="Flips, turns, contrast and noise augmentation."),
     seed: int = typer.Option(0),
@@ -138,7 +140,7 @@ def train(
     from .nn.train import TrainConfig, train as run_training
 
     try:
-        widths = tuple(int(f) for f in filters.split(","))
+        widths = None if filters is None else tuple(int(f) for f in filters.split(","))
     except ValueError:
         _fail(f"--filters must be comma-separated integers, got {filters!r}")
     settings = dict(arch=arch, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, filters=widths,

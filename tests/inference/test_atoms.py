@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -141,9 +140,8 @@ def test_bad_parameters():
         find_atoms(p, min_distance_px=0)
 
 
-def test_many_atoms_fast():
-    # 2 x 512 x 512 with ~2450 atoms; the target is well under 0.2 s (single core), the
-    # assertion leaves room for a loaded shared machine
+def test_many_atoms():
+    # 2 x 512 x 512 with ~2450 atoms, each found once (its speed: benchmarks/bench_predict.py)
     rng = np.random.default_rng(1)
     probs = np.zeros((2, 512, 512), np.float32)
     truth = []
@@ -156,9 +154,5 @@ def test_many_atoms_fast():
         blob = ndimage.gaussian_filter(delta, 2.0)
         probs[c] = blob / blob.max()
         truth.append(xx.size)
-    find_atoms(probs[:, :64, :64])  # imports
-    t0 = time.perf_counter()
     atoms = find_atoms(probs)
-    dt = time.perf_counter() - t0
     assert [(atoms["channel"] == c).sum() for c in range(2)] == truth
-    assert dt < 1.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 import torch
@@ -267,7 +266,6 @@ def test_make_loss():
 # ---------------------------------------------------------------- training smoke test
 
 def test_tiny_gombnet_overfits_one_example():
-    start = time.perf_counter()
     t = _disk_masks(1, 2, 1, 32, seed=20, n_disks=8, radius=2)
     # image: both layers summed, with the second layer dimmer (like two atom species)
     g = _gen(21)
@@ -295,7 +293,6 @@ def test_tiny_gombnet_overfits_one_example():
     # most atom pixels of each layer recovered
     recall = (pred * t).sum((2, 3)) / t.sum((2, 3))
     assert (recall > 0.5).all(), recall
-    assert time.perf_counter() - start < 30
 
 
 def test_per_class_dice_smoothing_decides_what_an_absent_class_costs():

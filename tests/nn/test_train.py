@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from gombnet.errors import GombnetError
 from gombnet.nn.checkpoint import load_model
-from gombnet.nn.train import TrainConfig, train
+from gombnet.nn.train import DEFAULT_FILTERS, TrainConfig, train, with_filters
 
 TINY = dict(filters=(4, 8, 16), batch_size=3, lr=2e-3, device="cpu", seed=1)
 
@@ -180,3 +180,14 @@ def test_init_weights_fine_tunes_a_trained_model(tmp_path, tiny_graphene, tiny_w
     with pytest.raises(GombnetError, match="architecture"):
         train(tiny_graphene, tmp_path / "e",
               TrainConfig(epochs=1, init_weights=str(tmp_path / "a"), **{**TINY, "filters": (4, 8)}))
+
+
+def test_filters_default_to_the_init_model(tiny_graphene, tmp_path):
+    assert with_filters(TrainConfig()).filters == DEFAULT_FILTERS
+    assert with_filters(TrainConfig(filters=(4, 8))).filters == (4, 8)
+    train(tiny_graphene, tmp_path / "a", TrainConfig(epochs=1, **TINY))
+    assert with_filters(TrainConfig(init_weights=str(tmp_path / "a"))).filters == TINY["filters"]
+    shipped = tuple(load_model("graphene").config["filters"])  # found by name too
+    assert with_filters(TrainConfig(init_weights="graphene")).filters == shipped
+    with pytest.raises(GombnetError, match="not found"):
+        with_filters(TrainConfig(init_weights=str(tmp_path / "nope")))

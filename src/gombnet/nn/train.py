@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ from .checkpoint import load_state, save_model, save_weights
 from .dataset import Augmentation, TrainingBatches, augment_batch, normalize_batch
 from .losses import DEFAULT_SMOOTH, make_loss
 from .model import GombNet
+
+# the paper's graphene widths, the default of a run from scratch
+DEFAULT_FILTERS = (32, 64, 128, 256)
 
 ARCHITECTURES = ("gombnet", "unet")
 LOSSES = ("gomb", "dice", "bce")
@@ -56,8 +59,9 @@ class TrainConfig:
     epochs, batch_size : int
     lr : float
         Adam learning rate.
-    filters : tuple of int
-        Encoder widths; the last one is the bottleneck.
+    filters : tuple of int, optional
+        Encoder widths; the last one is the bottleneck. None (default): the ``init_weights``
+        model's own widths when fine-tuning, else :data:`DEFAULT_FILTERS`.
     dropout : float
         Bottleneck dropout probability.
     alpha : float
@@ -110,7 +114,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 4
     lr: float = 1e-4
-    filters: tuple = (32, 64, 128, 256)
+    filters: tuple | None = None
     dropout: float = 0.2
     alpha: float = 2.0
     normalized_dice: bool = False
@@ -139,7 +143,7 @@ class TrainConfig:
         check(0 < self.dice_smooth <= 100, f"dice smoothing must be in (0, 100] pixels, got {self.dice_smooth}")
         check(0 <= self.bce_weight <= 100, f"BCE weight must be in [0, 100], got {self.bce_weight}")
         check(self.bce_weight == 0 or self.loss == "gomb", "a BCE weight applies to the gomb loss only")
-        check(len(self.filters) >= 2 and all(int(f) > 0 for f in self.filters),
+        check(self.filters is not None and len(self.filters) >= 2 and all(int(f) > 0 for f in self.filters),
               f"filters must be >= 2 positive widths, got {self.filters}")
         check(self.max_train_images is None or self.max_train_images >= 1,
               f"max_train_images must be >= 1, got {self.max_train_images}")
@@ -147,6 +151,21 @@ class TrainConfig:
               f"max_val_images must be >= 1, got {self.max_val_images}")
         check(self.time_limit_seconds is None or self.time_limit_seconds > 0,
               f"time limit must be > 0 s, got {self.time_limit_seconds}")
+
+
+def init_filters(source: str) -> tuple:
+    """Encoder widths of a trained model (shipped name or run folder), read from its config."""
+    from .checkpoint import read_config, resolve_model_files
+
+    return tuple(int(f) for f in read_config(resolve_model_files(source)[1])["architecture"]["filters"])
+
+
+def with_filters(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its filters filled in when not given: the ``init_weights`` model's own
+    (fine-tuning keeps the architecture unless asked to deepen), else :data:`DEFAULT_FILTERS`."""
+    if cfg.filters is not None:
+        return cfg
+    return replace(cfg, filters=init_filters(cfg.init_weights) if cfg.init_weights else DEFAULT_FILTERS)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -354,6 +373,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig | No
         for name in ("model.safetensors", "config.json", "metrics.csv", "last.safetensors",
                      "optimizer.safetensors", "state.json"):
             (out / name).unlink(missing_ok=True)
+    cfg = with_filters(cfg)
     cfg.validate()
     dataset = read_dataset(data)
     n_layers, class_names = dataset.n_layers, dataset.class_names
