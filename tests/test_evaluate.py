@@ -78,3 +78,32 @@ def test_scoring_in_worker_processes_gives_the_same_numbers(tiny_run, tiny_graph
     assert json.dumps(one, sort_keys=True, default=str) == json.dumps(two, sort_keys=True, default=str)
     with pytest.raises(GombnetError, match="workers"):
         evaluate_model(tiny_run, tiny_graphene, workers=0)
+
+
+def test_columns_split_between_s2_and_sse_are_found_once(tiny_wsse):
+    from gombnet.data import read_dataset
+    from gombnet.inference.atoms import site_grouping
+
+    ds = read_dataset(tiny_wsse)
+    i = next(int(i) for i in ds.indices("all") if (ds.columns_of(i)["class"] == 2).sum() >= 3)
+    truth = ds.masks[i].astype(np.float32)
+    # each Se-S column's probability split evenly between S2 and SSe: below 0.5 in both
+    probs = truth.copy()
+    for layer in range(2):
+        s2, sse = 3 * layer + 1, 3 * layer + 2
+        probs[s2] = truth[s2] + 0.45 * truth[sse]
+        probs[sse] = 0.45 * truth[sse]
+
+    def atoms(grouping):
+        return evaluate_image(probs, ds.masks[i], ds.columns_of(i), n_layers=2, class_names=ds.class_names,
+                              pixel_size_angstrom=ds.pixel_size_angstrom(i), grouping=grouping)["atoms"]
+
+    def sse_as_s2(result):  # true Se-S columns found, but called S2
+        return sum(c["matrix"][2][1] for c in result["confusion"].values())
+
+    each_alone = atoms(site_grouping(ds.class_names, 2, site_groups=[]))
+    together = atoms(site_grouping(ds.class_names, 2))
+    weighted = atoms(site_grouping(ds.class_names, 2, class_weights={"SSe": 1.2}))
+    assert each_alone["per_class"]["SSe"]["recall"] == 0 and sse_as_s2(each_alone) == 0  # missed
+    assert together["per_class"]["SSe"]["recall"] == 0 and sse_as_s2(together) >= 3  # found, a tie: S2
+    assert weighted["per_class"]["SSe"]["recall"] > 0.9 and weighted["overall"]["recall"] > 0.9

@@ -218,6 +218,10 @@ def evaluate(
     device: Optional[str] = typer.Option(None, help="torch device for the network: auto, cpu, cuda, mps "
                                                     "(default cpu)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
+    class_weight: Optional[List[str]] = typer.Option(
+        None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
+                                     "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
+                                     "repeatable; default the model card's."),
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
 ):
     """Pixel and atom metrics of a model on simulated data with known atoms."""
@@ -230,7 +234,8 @@ def evaluate(
         check_output_path(json_out, overwrite)
     results = evaluate_model(model, data, split=split, radius_angstrom=radius_angstrom,
                              threshold=threshold, max_images=max_images, group_by=by, n_groups=groups,
-                             workers=workers, device=device, progress=sys.stderr.isatty())
+                             workers=workers, device=device, progress=sys.stderr.isatty(),
+                             class_weights=_class_weights(class_weight))
     typer.echo(format_table(results))
     if by is not None:
         typer.echo(format_groups(results["groups"]))
@@ -240,6 +245,22 @@ def evaluate(
 
 
 TTA_CHOICES = {"none": None, "flips": ("identity", "flip_h", "flip_v", "rot90"), "d4": "d4"}
+
+
+def _class_weights(items: Optional[List[str]]) -> Optional[dict]:
+    """--class-weight NAME=WEIGHT options as a dict (None when none given)."""
+    if not items:
+        return None
+    weights = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            _fail(f"--class-weight must be NAME=WEIGHT, got {item!r}")
+        if not (weights[name.strip()] > 0 and weights[name.strip()] < float("inf")):
+            _fail(f"--class-weight {item!r}: the weight must be a positive number")
+    return weights
 
 
 def _result_names(files: List[Path]) -> list[str]:
@@ -292,6 +313,10 @@ def predict(
     tta: str = typer.Option("none", help="Test-time augmentation: none, flips or d4 (adds an uncertainty map)."),
     device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
     analyze: bool = typer.Option(False, "--analyze", help="Also run `gombnet analyze` on each result."),
+    class_weight: Optional[List[str]] = typer.Option(
+        None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
+                                     "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
+                                     "repeatable; default the model card's."),
     overwrite: bool = typer.Option(False, help="Replace existing result folders."),
 ):
     """Find the atoms of every layer in microscope images; one result folder per file."""
@@ -308,6 +333,7 @@ def predict(
         frame_value = frame if frame == "sum" else int(frame)
     except ValueError:
         _fail(f"--frame must be 'sum' or an integer, got {frame!r}")
+    weights = _class_weights(class_weight)
     loaded = load_model(model, device=device or "cpu")
     names = dict(zip(files, _result_names(files)))
 
@@ -320,7 +346,7 @@ def predict(
                                      align_frames=align_frames)
         try:
             result = run_predict(image, loaded, pixel_size_angstrom=px, threshold=threshold,
-                                 tta=TTA_CHOICES[tta], device=device)
+                                 tta=TTA_CHOICES[tta], device=device, class_weights=weights)
         except GombnetError as exc:
             raise GombnetError(f"{path.name}: {exc}") from None
         result.timings["total_with_reading"] = time.perf_counter() - t0
@@ -380,6 +406,10 @@ def models():
                 typer.echo(f"  {key}: {card[key]}")
         if "test_metrics" in card:
             typer.echo(f"  test metrics: {json.dumps(card['test_metrics'])}")
+        if card.get("site_groups"):
+            weights = f", species weights {json.dumps(card['class_weights'])}" if card.get("class_weights") else ""
+            typer.echo(f"  classes found together at one site: {json.dumps(card['site_groups'])}{weights} "
+                       f"(--class-weight NAME=W to favour one)")
 
 
 @app.command()

@@ -17,7 +17,7 @@ import torch
 
 from .data import read_dataset
 from .errors import check
-from .inference.atoms import find_atoms
+from .inference.atoms import find_atoms, site_grouping
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
 from .nn.train import pick_device, predict_probabilities
@@ -35,7 +35,7 @@ def dopant_sites(class_names) -> list | None:
 
 def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
                    class_names, pixel_size_angstrom: float, radius_angstrom: float = 0.5,
-                   threshold: float = 0.5) -> dict:
+                   threshold: float = 0.5, grouping: dict | None = None) -> dict:
     """Pixel and atom metrics of one image.
 
     Parameters
@@ -50,6 +50,9 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     radius_angstrom : float
         Matching radius [Å]. Atoms and columns closer than this to the image border are
         left out of the atom metrics (a column just outside the frame shows part of its disk).
+    grouping : dict, optional
+        ``site_groups`` and ``class_weights`` for :func:`~gombnet.inference.atoms.find_atoms`
+        (:func:`~gombnet.inference.atoms.site_grouping` of the model), as in ``gombnet predict``.
 
     Returns
     -------
@@ -59,7 +62,7 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     perm = best_layer_assignment(probs > threshold, truth, n_layers)
     probs = permute_layers(probs, perm, n_layers)
     pixel = pixel_metrics(probs > threshold, truth, n_layers, class_names)
-    found = find_atoms(probs, threshold=threshold)
+    found = find_atoms(probs, threshold=threshold, **(grouping or {}))
     # a column just outside the frame leaves part of its disk inside: compare atoms only
     # away from the border, where a found atom and its true column are both visible
     border_px = radius_angstrom / pixel_size_angstrom
@@ -84,7 +87,7 @@ def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
 def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radius_angstrom: float = 0.5,
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
                    group_by: str | None = None, n_groups: int = 4, workers: int = 1,
-                   device: str | None = None, progress: bool = False) -> dict:
+                   device: str | None = None, progress: bool = False, class_weights: dict | None = None) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -103,6 +106,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     device : str, optional
         Torch device for the network when ``model`` is loaded here (``"auto"`` picks a GPU when
         there is one); default the CPU. A loaded model stays where it is.
+    class_weights : dict of str to float, optional
+        Species weights for classes that share a site (as in :func:`gombnet.predict`);
+        default the model card's.
 
     Returns
     -------
@@ -121,6 +127,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     check(list(config["class_names"]) == list(ds.class_names) and config["n_layers"] == ds.n_layers,
           f"model classes {config['class_names']} x {config['n_layers']} layers do not match the data's "
           f"{ds.class_names} x {ds.n_layers} layers")
+    grouping = site_grouping(ds.class_names, ds.n_layers, config.get("site_groups"),
+                             config.get("class_weights") if class_weights is None else class_weights)
     idx = ds.indices(split)
     if max_images:
         idx = idx[:max_images]
@@ -158,7 +166,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
             for i, p in zip(batch, probs):
                 future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                 class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),
-                                radius_angstrom=radius_angstrom, threshold=threshold)
+                                radius_angstrom=radius_angstrom, threshold=threshold, grouping=grouping)
                 if bar:
                     future.add_done_callback(lambda _: bar.advance(task))
                 scored.append(future)
@@ -170,7 +178,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
             bar.stop()
     results = aggregate(per_image)
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
-                       "radius_angstrom": radius_angstrom, "threshold": threshold,
+                       "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
                        "seconds": round(time.perf_counter() - t0, 2)}
     if group_by is not None:
         values = np.asarray(ds.params[group_by])[idx].astype(float)

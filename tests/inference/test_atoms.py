@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from gombnet.errors import GombnetError
-from gombnet.inference.atoms import ATOM_KEYS, find_atoms
+from gombnet.inference.atoms import ATOM_KEYS, find_atoms, site_grouping
 
 SHAPE = (96, 96)
 # non-integer positions (x = column, y = row), well apart
@@ -156,3 +156,83 @@ def test_many_atoms():
         truth.append(xx.size)
     atoms = find_atoms(probs)
     assert [(atoms["channel"] == c).sum() for c in range(2)] == truth
+
+
+# ------------------------------------------------ classes that share a site (S2 / SSe)
+
+def _split_site_maps():
+    """Three channels W, S2, SSe: one W atom; chalcogen columns whose probability is split
+    between S2 and SSe (0.45 / 0.45: below 0.5 in both), mostly S2 (0.7 / 0.2) and mostly
+    SSe (0.3 / 0.6)."""
+    w = 0.9 * gaussian_blobs([(10.0, 10.0)], 2.5)
+    s2 = (0.45 * gaussian_blobs([(30.0, 10.0)], 2.5) + 0.7 * gaussian_blobs([(10.0, 40.0)], 2.5)
+          + 0.3 * gaussian_blobs([(40.0, 40.0)], 2.5))
+    sse = (0.45 * gaussian_blobs([(30.0, 10.0)], 2.5) + 0.2 * gaussian_blobs([(10.0, 40.0)], 2.5)
+           + 0.6 * gaussian_blobs([(40.0, 40.0)], 2.5))
+    return np.stack([w, s2, sse])
+
+
+def test_site_group_finds_a_split_column_once():
+    p = _split_site_maps()
+    alone = find_atoms(p)
+    # each channel on its own: the split column is missed, the 0.3 / 0.6 one is reported as SSe only
+    assert not np.any(np.hypot(alone["x_px"] - 30, alone["y_px"] - 10) < 2)
+    grouped = find_atoms(p, site_groups=[[1, 2]])
+    xy = np.c_[grouped["x_px"], grouped["y_px"]]
+    assert len(xy) == 4
+    assert list(grouped["channel"]) == sorted(grouped["channel"])  # channel order kept
+    got = {(round(x), round(y)): int(c) for (x, y), c in zip(xy, grouped["channel"])}
+    assert got[(10, 10)] == 0 and got[(10, 40)] == 1 and got[(40, 40)] == 2
+    assert got[(30, 10)] in (1, 2)  # a tie: either class, but one atom
+    np.testing.assert_allclose(xy[grouped["channel"] == 0], [[10.0, 10.0]], atol=0.05)
+
+
+def test_class_weights_choose_the_species():
+    p = _split_site_maps()
+    plain = find_atoms(p, site_groups=[[1, 2]])
+    # weight 4 for SSe: a column is SSe when its SSe mass exceeds a fifth of the pair's
+    heavy = find_atoms(p, site_groups=[[1, 2]], class_weights=[1.0, 1.0, 4.0])
+    at = lambda r, x, y: int(r["channel"][np.argmin(np.hypot(r["x_px"] - x, r["y_px"] - y))])  # noqa: E731
+    assert at(plain, 10, 40) == 1 and at(heavy, 10, 40) == 2  # 0.2 of 0.9 -> SSe at weight 4
+    assert at(heavy, 30, 10) == 2 and at(heavy, 40, 40) == 2
+    np.testing.assert_array_equal(np.sort(plain["x_px"]), np.sort(heavy["x_px"]))  # same atoms
+    light = find_atoms(p, site_groups=[[1, 2]], class_weights=[1.0, 3.0, 1.0])
+    assert at(light, 40, 40) == 1 and at(light, 30, 10) == 1
+
+
+def test_site_group_of_separate_atoms_matches_per_channel():
+    # atoms of the two classes never overlap: grouping changes nothing
+    a = soft_disks([(12.3, 20.6), (40.2, 9.8)], 4.0)
+    b = soft_disks([(30.7, 44.1)], 4.0)
+    p = np.stack([a, b])
+    alone, grouped = find_atoms(p), find_atoms(p, site_groups=[[0, 1]])
+    for k in ATOM_KEYS:
+        np.testing.assert_allclose(grouped[k], alone[k])
+
+
+@pytest.mark.parametrize("groups, weights, match", [
+    ([[0]], None, "site_groups"),
+    ([[0, 1], [1, 2]], None, "site_groups"),
+    ([[0, 5]], None, "site_groups"),
+    ("ab", None, "site_groups"),
+    (None, [1.0, 2.0], "class_weights"),
+    (None, [1.0, 0.0, 1.0], "class_weights"),
+    (None, [1.0, np.nan, 1.0], "class_weights"),
+])
+def test_bad_site_groups(groups, weights, match):
+    with pytest.raises(GombnetError, match=match):
+        find_atoms(_split_site_maps(), site_groups=groups, class_weights=weights)
+
+
+def test_site_grouping_maps_names_to_channels():
+    names = ["W", "S2", "SSe"]
+    g = site_grouping(names, 2)  # default: S2 and SSe share the chalcogen sites
+    assert g == {"site_groups": [[1, 2], [4, 5]], "class_weights": [1.0] * 6}
+    g = site_grouping(names, 2, class_weights={"SSe": 1.8})
+    assert g["class_weights"] == [1.0, 1.0, 1.8, 1.0, 1.0, 1.8]
+    assert site_grouping(names, 2, site_groups=[])["site_groups"] == []
+    assert site_grouping(["C"], 2) == {"site_groups": [], "class_weights": [1.0, 1.0]}
+    with pytest.raises(GombnetError, match="Se2"):
+        site_grouping(names, 2, site_groups=[["S2", "Se2"]])
+    with pytest.raises(GombnetError, match="Mo"):
+        site_grouping(names, 1, class_weights={"Mo": 2.0})

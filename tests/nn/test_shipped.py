@@ -40,3 +40,22 @@ def test_graphene_model_separates_layers_on_a_simulated_image():
     # the shipped model reaches ~0.97 per layer on this image; far above chance (~0.5)
     assert min(v["f1"] for v in m["per_layer"].values()) > 0.9
     assert np.isfinite(m["overall"]["rmse_angstrom"])
+
+
+def test_ws2_model_finds_s2_and_sse_columns_together():
+    from gombnet.demo import demo_image
+    from gombnet.inference.predict import predict
+
+    model = load_model("ws2-wsse")
+    assert model.gombnet_config["site_groups"] == [["S2", "SSe"]]
+    sample = demo_image("ws2-wsse", seed=1, size_px=128)
+    px = sample.params["pixel_size_angstrom"]
+    default = predict(sample.image, model, pixel_size_angstrom=px)
+    plain = predict(sample.image, model, pixel_size_angstrom=px, class_weights={"SSe": 1.0})
+    heavy = predict(sample.image, model, pixel_size_angstrom=px, class_weights={"SSe": 50.0})
+    np.testing.assert_array_equal(default.atoms["species"], plain.atoms["species"])  # the card's weights: 1
+    # the weight only relabels chalcogen columns S2 -> SSe, never adds or drops one
+    np.testing.assert_array_equal(np.sort(heavy.atoms["x_px"]), np.sort(plain.atoms["x_px"]))
+    count = lambda r, s: int(np.sum(r.atoms["species"] == s))  # noqa: E731
+    assert count(plain, "SSe") < count(heavy, "SSe")
+    assert count(heavy, "SSe") + count(heavy, "S2") == count(plain, "SSe") + count(plain, "S2")

@@ -16,7 +16,11 @@ from scipy import ndimage
 from ..arrays import as_real_array
 from ..errors import GombnetError
 
-__all__ = ["find_atoms", "ATOM_KEYS"]
+__all__ = ["find_atoms", "site_grouping", "ATOM_KEYS", "DEFAULT_SITE_GROUPS"]
+
+#: Classes that are alternatives at one kind of site, used when a model card names none:
+#: an S-S or an Se-S column sits on each chalcogen site of a WS2(1-x)Se2x layer.
+DEFAULT_SITE_GROUPS = (("S2", "SSe"),)
 
 #: Keys of the dict returned by :func:`find_atoms`, with their dtypes.
 ATOM_KEYS = {
@@ -116,6 +120,8 @@ def find_atoms(
     split_touching: bool = True,
     min_distance_px: int = 3,
     atom_area_px: float | None = None,
+    site_groups=None,
+    class_weights=None,
 ) -> dict[str, np.ndarray]:
     """Find atoms as blobs in probability maps.
 
@@ -149,6 +155,16 @@ def find_atoms(
         Area of one atom's blob [px]. Default: the median blob area of the channel (this
         assumes most blobs are single atoms; in a channel with only a few blobs, all of
         them touching pairs, pass it explicitly).
+    site_groups : sequence of sequence of int, optional
+        Channels whose classes are alternatives at one kind of site, e.g. the S-S and Se-S
+        channels of one layer (see :func:`site_grouping`). The atoms of a group are found
+        once, on the group's summed probability map (clipped at 1), so a column whose
+        probability is split between its classes is neither missed nor reported twice; each
+        takes the channel with the largest weighted probability mass over its blob.
+    class_weights : sequence of float, optional
+        One positive weight per channel for that choice (default all 1: the most probable
+        class). With weights 1 and w for S-S and Se-S, a column is called Se-S when its Se-S
+        mass is more than 1 / (1 + w) of the two together.
 
     Returns
     -------
@@ -180,10 +196,14 @@ def find_atoms(
     if atom_area_px is not None and not (np.isfinite(atom_area_px) and atom_area_px > 0):
         raise GombnetError(f"atom_area_px must be a positive number, got {atom_area_px!r}")
 
-    n_ch, _, width = prob.shape
+    n_ch = prob.shape[0]
+    groups = _check_site_groups(site_groups, n_ch)
+    weights = _check_class_weights(class_weights, n_ch)
+    grouped = {c for g in groups for c in g}
     parts: list[dict[str, np.ndarray]] = []
-    for ch in range(n_ch):
-        p = prob[ch]
+    for chans in [(c,) for c in range(n_ch) if c not in grouped] + groups:
+        # alternatives at one site: one atom wherever their summed probability says so
+        p = prob[chans[0]] if len(chans) == 1 else np.minimum(prob[list(chans)].sum(axis=0), 1.0)
         if method == "otsu":
             if float(p.min()) == float(p.max()):
                 continue  # constant map: nothing to separate
@@ -192,50 +212,116 @@ def find_atoms(
             thr = float(threshold_otsu(p))
         else:
             thr = threshold
-        labels, n = ndimage.label(p > thr)
-        if n == 0:
+        blobs = _blobs(p, thr, split_touching=split_touching, min_distance_px=min_distance_px,
+                       atom_area_px=atom_area_px, min_area_px=min_area_px)
+        if blobs is None:
             continue
-        areas = np.bincount(labels.ravel(), minlength=n + 1)
-        if split_touching:
-            labels = _split_touching(
-                p,
-                labels,
-                n,
-                areas,
-                threshold=thr,
-                min_distance_px=min_distance_px,
-                atom_area_px=atom_area_px,
-                min_area_px=min_area_px,
-            )
-        # statistics over foreground pixels only, all blobs at once
-        idx = np.flatnonzero(labels)
-        lab = labels.ravel()[idx]
-        n_lab = int(lab.max()) + 1
-        area = np.bincount(lab, minlength=n_lab)
-        pv = p.ravel()[idx]
-        w = (pv - np.float32(thr)).astype(np.float64)
-        w_sum = np.bincount(lab, weights=w, minlength=n_lab)
-        y_sum = np.bincount(lab, weights=w * (idx // width), minlength=n_lab)
-        x_sum = np.bincount(lab, weights=w * (idx % width), minlength=n_lab)
-        order = np.argsort(lab, kind="stable")
-        lab_sorted = lab[order]
-        starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
-        present = lab_sorted[starts]
-        peak = np.zeros(n_lab, dtype=np.float32)
-        peak[present] = np.maximum.reduceat(pv[order], starts)
-        keep = np.flatnonzero((area >= max(min_area_px, 1)) & (w_sum > 0))
-        keep = keep[keep > 0]
-        if keep.size == 0:
-            continue
-        parts.append(
-            {
-                "channel": np.full(keep.size, ch, dtype=np.int64),
-                "x_px": x_sum[keep] / w_sum[keep],
-                "y_px": y_sum[keep] / w_sum[keep],
-                "score": peak[keep],
-                "area_px": area[keep].astype(np.int64),
-            }
-        )
+        table, lab, idx, keep = blobs
+        if len(chans) == 1:
+            channel = np.full(keep.size, chans[0], dtype=np.int64)
+        else:
+            # species: the class with the largest weighted probability mass in the blob
+            mass = np.stack([weights[c] * np.bincount(lab, weights=prob[c].ravel()[idx], minlength=int(lab.max()) + 1)[keep]
+                             for c in chans])
+            channel = np.asarray(chans, dtype=np.int64)[mass.argmax(axis=0)]
+        parts.append({"channel": channel, **table})
     if not parts:
         return _empty_result()
-    return {k: np.concatenate([d[k] for d in parts]).astype(t, copy=False) for k, t in ATOM_KEYS.items()}
+    out = {k: np.concatenate([d[k] for d in parts]).astype(t, copy=False) for k, t in ATOM_KEYS.items()}
+    if groups:  # grouped atoms came last: back to channel order
+        order = np.argsort(out["channel"], kind="stable")
+        out = {k: v[order] for k, v in out.items()}
+    return out
+
+
+def _blobs(p: np.ndarray, thr: float, *, split_touching: bool, min_distance_px: int,
+           atom_area_px: float | None, min_area_px: int):
+    """Atoms of one probability map: (table of x_px, y_px, score, area_px; the blob label
+    of every foreground pixel; those pixels' flat indices; the labels kept), or None."""
+    width = p.shape[1]
+    labels, n = ndimage.label(p > thr)
+    if n == 0:
+        return None
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    if split_touching:
+        labels = _split_touching(p, labels, n, areas, threshold=thr, min_distance_px=min_distance_px,
+                                 atom_area_px=atom_area_px, min_area_px=min_area_px)
+    # statistics over foreground pixels only, all blobs at once
+    idx = np.flatnonzero(labels)
+    lab = labels.ravel()[idx]
+    n_lab = int(lab.max()) + 1
+    area = np.bincount(lab, minlength=n_lab)
+    pv = p.ravel()[idx]
+    w = (pv - np.float32(thr)).astype(np.float64)
+    w_sum = np.bincount(lab, weights=w, minlength=n_lab)
+    y_sum = np.bincount(lab, weights=w * (idx // width), minlength=n_lab)
+    x_sum = np.bincount(lab, weights=w * (idx % width), minlength=n_lab)
+    order = np.argsort(lab, kind="stable")
+    lab_sorted = lab[order]
+    starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+    present = lab_sorted[starts]
+    peak = np.zeros(n_lab, dtype=np.float32)
+    peak[present] = np.maximum.reduceat(pv[order], starts)
+    keep = np.flatnonzero((area >= max(min_area_px, 1)) & (w_sum > 0))
+    keep = keep[keep > 0]
+    if keep.size == 0:
+        return None
+    table = {"x_px": x_sum[keep] / w_sum[keep], "y_px": y_sum[keep] / w_sum[keep], "score": peak[keep],
+             "area_px": area[keep].astype(np.int64)}
+    return table, lab, idx, keep
+
+
+def site_grouping(class_names, n_layers: int, site_groups=None, class_weights=None) -> dict:
+    """:func:`find_atoms` arguments ``site_groups`` and ``class_weights`` for a model's classes.
+
+    Parameters
+    ----------
+    class_names : list of str
+        Classes of one layer, in channel order (channels are layer-major).
+    n_layers : int
+    site_groups : list of list of str, optional
+        Groups of class names that are alternatives at one site (a model card's
+        ``site_groups``); default: those of :data:`DEFAULT_SITE_GROUPS` whose classes the
+        model has. ``[]`` finds every class on its own map.
+    class_weights : dict of str to float, optional
+        Weight of a class when a grouped atom's species is chosen (a model card's
+        ``class_weights``); classes not named weigh 1.
+
+    Returns
+    -------
+    dict with ``site_groups`` (channel indices, one group per layer and class group) and
+    ``class_weights`` (one per channel).
+    """
+    names = list(class_names)
+    if site_groups is None:
+        site_groups = [g for g in DEFAULT_SITE_GROUPS if all(c in names for c in g)]
+    weights = dict(class_weights or {})
+    unknown = sorted(({c for g in site_groups for c in g} | set(weights)) - set(names))
+    if unknown:
+        raise GombnetError(f"site groups or class weights name classes {unknown} that the model lacks ({names})")
+    k = len(names)
+    return {"site_groups": [[layer * k + names.index(c) for c in g] for layer in range(n_layers) for g in site_groups],
+            "class_weights": [float(weights.get(names[ch % k], 1.0)) for ch in range(n_layers * k)]}
+
+
+def _check_site_groups(site_groups, n_channels: int) -> list[tuple[int, ...]]:
+    if site_groups is None:
+        return []
+    try:
+        groups = [tuple(int(c) for c in g) for g in site_groups]
+    except (TypeError, ValueError):
+        raise GombnetError(f"site_groups must be lists of channel indices, got {site_groups!r}") from None
+    flat = [c for g in groups for c in g]
+    if any(len(g) < 2 for g in groups) or len(set(flat)) != len(flat) or any(not 0 <= c < n_channels for c in flat):
+        raise GombnetError(f"site_groups must be groups of >= 2 distinct channels out of 0..{n_channels - 1}, "
+                           f"each in one group at most; got {site_groups!r}")
+    return groups
+
+
+def _check_class_weights(class_weights, n_channels: int) -> np.ndarray:
+    if class_weights is None:
+        return np.ones(n_channels)
+    w = np.asarray(class_weights, dtype=np.float64)
+    if w.shape != (n_channels,) or not (np.isfinite(w).all() and (w > 0).all()):
+        raise GombnetError(f"class_weights must be {n_channels} positive numbers (one per channel), got {class_weights!r}")
+    return w

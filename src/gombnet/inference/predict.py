@@ -17,7 +17,7 @@ import torch
 
 from ..arrays import as_real_array
 from ..errors import GombnetError, check
-from .atoms import find_atoms
+from .atoms import find_atoms, site_grouping
 from .tiling import ensemble_predict, normalize_intensity, predict_tiled, resample, to_original_px
 
 MIN_IMAGE_PX = 32
@@ -92,7 +92,8 @@ def check_image(image) -> np.ndarray:
 
 def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
             tta: Sequence[str] | str | None = None, tile_px: int | None = None, overlap_px: int | None = None,
-            batch_size: int = 4, device: str | None = None, progress: bool = False) -> Prediction:
+            batch_size: int = 4, device: str | None = None, progress: bool = False,
+            class_weights: dict | None = None) -> Prediction:
     """Find the atoms of every layer in an image.
 
     Parameters
@@ -116,6 +117,10 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
         torch device of the model (default: where the model is).
     progress : bool
         Show a progress bar over tiles.
+    class_weights : dict of str to float, optional
+        Weights for choosing the species of a column whose classes share a site (e.g.
+        ``{"SSe": 1.5}``; see :func:`gombnet.inference.atoms.find_atoms`); default: the
+        model card's ``class_weights``, else 1 for every class.
 
     Returns
     -------
@@ -144,6 +149,8 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
           f"(more than {MAX_PIXEL_SIZE_RATIO:g}x); check the calibration or pass the right pixel size")
     n_layers, class_names = int(config["n_layers"]), list(config["class_names"])
     cpl = len(class_names)
+    grouping = site_grouping(class_names, n_layers, config.get("site_groups"),
+                             config.get("class_weights") if class_weights is None else class_weights)
     tile = int(tile_px or config.get("tile_px", 256))
     overlap = int(overlap_px if overlap_px is not None else tile // 4)
     timings["load"] = time.perf_counter() - t0
@@ -169,7 +176,7 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     timings["inference"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    found = find_atoms(probs, threshold=threshold)
+    found = find_atoms(probs, threshold=threshold, **grouping)
     x_px, y_px = to_original_px(found["x_px"], found["y_px"], zoom)
     channel = found["channel"].astype(int)
     atoms = {
