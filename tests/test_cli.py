@@ -131,6 +131,10 @@ def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
     assert summary["pixel_size_angstrom"] == pytest.approx(0.1062, abs=1e-3)
     n_rows = len((folder / "atoms.csv").read_text().splitlines()) - 1
     assert sum(sum(c.values()) for c in summary["counts"].values()) == n_rows
+    assert set(summary["layer_check"]) >= {"applied", "reason", "n_moved"}
+    plain = tmp_path / "plain"
+    assert run("predict", good, "--model", tiny_run, "--out", plain, "--no-lattice-layers").exit_code == 0
+    assert json.loads((plain / "twisted_bilayer_graphene" / "summary.json").read_text())["layer_check"] is None
     before = (folder / "atoms.csv").read_bytes()
     one_line_error(run("predict", good, "--model", tiny_run, "--out", out), "--overwrite")
     assert (folder / "atoms.csv").read_bytes() == before

@@ -222,6 +222,9 @@ def evaluate(
         None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
                                      "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
                                      "repeatable; default the model card's."),
+    lattice_layers: bool = typer.Option(True, help="Give regions where the network swapped the two layers back "
+                                                   "to the layer whose lattice orientation they have (bilayers "
+                                                   "twisted 8 degrees or more from aligned)."),
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
 ):
     """Pixel and atom metrics of a model on simulated data with known atoms."""
@@ -235,7 +238,7 @@ def evaluate(
     results = evaluate_model(model, data, split=split, radius_angstrom=radius_angstrom,
                              threshold=threshold, max_images=max_images, group_by=by, n_groups=groups,
                              workers=workers, device=device, progress=sys.stderr.isatty(),
-                             class_weights=_class_weights(class_weight))
+                             class_weights=_class_weights(class_weight), lattice_layers=lattice_layers)
     typer.echo(format_table(results))
     if by is not None:
         typer.echo(format_groups(results["groups"]))
@@ -317,6 +320,9 @@ def predict(
         None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
                                      "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
                                      "repeatable; default the model card's."),
+    lattice_layers: bool = typer.Option(True, help="Give regions where the network swapped the two layers back "
+                                                   "to the layer whose lattice orientation they have (bilayers "
+                                                   "twisted 8 degrees or more from aligned)."),
     overwrite: bool = typer.Option(False, help="Replace existing result folders."),
 ):
     """Find the atoms of every layer in microscope images; one result folder per file."""
@@ -346,7 +352,8 @@ def predict(
                                      align_frames=align_frames)
         try:
             result = run_predict(image, loaded, pixel_size_angstrom=px, threshold=threshold,
-                                 tta=TTA_CHOICES[tta], device=device, class_weights=weights)
+                                 tta=TTA_CHOICES[tta], device=device, class_weights=weights,
+                                 lattice_layers=lattice_layers)
         except GombnetError as exc:
             raise GombnetError(f"{path.name}: {exc}") from None
         result.timings["total_with_reading"] = time.perf_counter() - t0

@@ -18,6 +18,7 @@ import torch
 from .data import read_dataset
 from .errors import check
 from .inference.atoms import find_atoms, site_grouping
+from .inference.layers import relabel_found_atoms
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
 from .nn.train import pick_device, predict_probabilities
@@ -35,7 +36,8 @@ def dopant_sites(class_names) -> list | None:
 
 def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
                    class_names, pixel_size_angstrom: float, radius_angstrom: float = 0.5,
-                   threshold: float = 0.5, grouping: dict | None = None) -> dict:
+                   threshold: float = 0.5, grouping: dict | None = None,
+                   lattice_class: int | None = 0) -> dict:
     """Pixel and atom metrics of one image.
 
     Parameters
@@ -53,6 +55,10 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     grouping : dict, optional
         ``site_groups`` and ``class_weights`` for :func:`~gombnet.inference.atoms.find_atoms`
         (:func:`~gombnet.inference.atoms.site_grouping` of the model), as in ``gombnet predict``.
+    lattice_class : int or None
+        Class of a layer that forms its lattice, for the lattice-orientation check of the
+        layers that ``gombnet predict`` runs (:func:`~gombnet.inference.layers.relabel_found_atoms`);
+        None skips it.
 
     Returns
     -------
@@ -63,6 +69,9 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     probs = permute_layers(probs, perm, n_layers)
     pixel = pixel_metrics(probs > threshold, truth, n_layers, class_names)
     found = find_atoms(probs, threshold=threshold, **(grouping or {}))
+    if lattice_class is not None:
+        found, _ = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=len(class_names),
+                                       lattice_class=lattice_class)
     # a column just outside the frame leaves part of its disk inside: compare atoms only
     # away from the border, where a found atom and its true column are both visible
     border_px = radius_angstrom / pixel_size_angstrom
@@ -87,7 +96,8 @@ def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
 def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radius_angstrom: float = 0.5,
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
                    group_by: str | None = None, n_groups: int = 4, workers: int = 1,
-                   device: str | None = None, progress: bool = False, class_weights: dict | None = None) -> dict:
+                   device: str | None = None, progress: bool = False, class_weights: dict | None = None,
+                   lattice_layers: bool = True) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -109,6 +119,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     class_weights : dict of str to float, optional
         Species weights for classes that share a site (as in :func:`gombnet.predict`);
         default the model card's.
+    lattice_layers : bool
+        Run the lattice-orientation check of the layers, as ``gombnet predict`` does.
 
     Returns
     -------
@@ -129,6 +141,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
           f"{ds.class_names} x {ds.n_layers} layers")
     grouping = site_grouping(ds.class_names, ds.n_layers, config.get("site_groups"),
                              config.get("class_weights") if class_weights is None else class_weights)
+    lattice_class = ds.class_names.index(config.get("lattice_class", ds.class_names[0])) if lattice_layers else None
     idx = ds.indices(split)
     if max_images:
         idx = idx[:max_images]
@@ -166,7 +179,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
             for i, p in zip(batch, probs):
                 future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                 class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),
-                                radius_angstrom=radius_angstrom, threshold=threshold, grouping=grouping)
+                                radius_angstrom=radius_angstrom, threshold=threshold, grouping=grouping,
+                                lattice_class=lattice_class)
                 if bar:
                     future.add_done_callback(lambda _: bar.advance(task))
                 scored.append(future)
@@ -179,6 +193,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     results = aggregate(per_image)
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
+                       "lattice_layers": lattice_layers,
                        "seconds": round(time.perf_counter() - t0, 2)}
     if group_by is not None:
         values = np.asarray(ds.params[group_by])[idx].astype(float)

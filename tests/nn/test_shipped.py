@@ -39,6 +39,8 @@ def test_graphene_model_separates_layers_on_a_simulated_image():
                              pixel_size_angstrom=px)
     # the shipped model reaches ~0.97 per layer on this image; far above chance (~0.5)
     assert min(v["f1"] for v in m["per_layer"].values()) > 0.9
+    # a clearly twisted bilayer: the lattice check of the layers ran and found both orientations
+    assert result.layer_check["orientations_deg"] is not None and "n_moved" in result.layer_check
     assert np.isfinite(m["overall"]["rmse_angstrom"])
 
 

@@ -18,6 +18,7 @@ import torch
 from ..arrays import as_real_array
 from ..errors import GombnetError, check
 from .atoms import find_atoms, site_grouping
+from .layers import relabel_found_atoms
 from .tiling import ensemble_predict, normalize_intensity, predict_tiled, resample, to_original_px
 
 MIN_IMAGE_PX = 32
@@ -45,6 +46,11 @@ class Prediction:
     n_layers : int
     timings : dict
         Seconds per step.
+    layer_check : dict or None
+        What the lattice-orientation check of the layers did (see
+        :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run. The
+        probability maps stay as the network gave them: where it moved atoms, their layer
+        differs from the map they were found in.
     """
 
     atoms: dict
@@ -55,6 +61,7 @@ class Prediction:
     class_names: list
     n_layers: int
     timings: dict = field(default_factory=dict)
+    layer_check: dict | None = None
 
     def counts(self) -> dict:
         """Number of atoms per layer and species, e.g. ``{"layer0": {"C": 1130}, ...}``."""
@@ -93,7 +100,7 @@ def check_image(image) -> np.ndarray:
 def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
             tta: Sequence[str] | str | None = None, tile_px: int | None = None, overlap_px: int | None = None,
             batch_size: int = 4, device: str | None = None, progress: bool = False,
-            class_weights: dict | None = None) -> Prediction:
+            class_weights: dict | None = None, lattice_layers: bool = True) -> Prediction:
     """Find the atoms of every layer in an image.
 
     Parameters
@@ -121,6 +128,12 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
         Weights for choosing the species of a column whose classes share a site (e.g.
         ``{"SSe": 1.5}``; see :func:`gombnet.inference.atoms.find_atoms`); default: the
         model card's ``class_weights``, else 1 for every class.
+    lattice_layers : bool
+        Give regions where the network swapped the two layers back to the layer whose lattice
+        orientation their atoms have (:func:`gombnet.inference.layers.lattice_layer_assignment`;
+        bilayers whose orientations differ clearly, so not near-aligned ones). The first class
+        of a layer (or the card's ``lattice_class``) is its lattice. ``timings`` is unchanged;
+        what it did is in ``Prediction.layer_check``.
 
     Returns
     -------
@@ -149,6 +162,7 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
           f"(more than {MAX_PIXEL_SIZE_RATIO:g}x); check the calibration or pass the right pixel size")
     n_layers, class_names = int(config["n_layers"]), list(config["class_names"])
     cpl = len(class_names)
+    lattice_class = class_names.index(config.get("lattice_class", class_names[0]))
     grouping = site_grouping(class_names, n_layers, config.get("site_groups"),
                              config.get("class_weights") if class_weights is None else class_weights)
     tile = int(tile_px or config.get("tile_px", 256))
@@ -177,6 +191,10 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
 
     t = time.perf_counter()
     found = find_atoms(probs, threshold=threshold, **grouping)
+    layer_check = None
+    if lattice_layers:
+        found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=cpl,
+                                                 lattice_class=lattice_class)
     x_px, y_px = to_original_px(found["x_px"], found["y_px"], zoom)
     channel = found["channel"].astype(int)
     atoms = {
@@ -193,7 +211,7 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     timings["atoms"] = time.perf_counter() - t
     return Prediction(atoms=atoms, probabilities=probs, uncertainty=uncertainty,
                       pixel_size_angstrom=float(pixel_size_angstrom), model_pixel_size_angstrom=model_px,
-                      class_names=class_names, n_layers=n_layers, timings=timings)
+                      class_names=class_names, n_layers=n_layers, timings=timings, layer_check=layer_check)
 
 
 __all__ = ["Prediction", "predict", "torch_predict_fn", "check_image", "GombnetError"]

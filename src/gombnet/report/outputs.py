@@ -5,7 +5,7 @@
 ``image.npy``            the input image (float32), for ``gombnet analyze``
 ``overlay.png``          atoms per layer on the image
 ``structure.extxyz``     atoms in 3-D (layers at their z) through ASE, also ``structure.cif``
-``summary.json``         counts per layer and species, pixel size, model, timings, file metadata
+``summary.json``         counts per layer and species, pixel size, model, timings, layer check, file metadata
 
 The folder is assembled in a temporary folder and renamed when complete.
 """
@@ -135,6 +135,7 @@ def write_prediction(folder: str | os.PathLike, image: np.ndarray, prediction, *
         "field_of_view_angstrom": [image.shape[1] * prediction.pixel_size_angstrom,
                                    image.shape[0] * prediction.pixel_size_angstrom],
         "timings_seconds": {k: round(v, 4) for k, v in prediction.timings.items()},
+        "layer_check": prediction.layer_check,
         "source": source or {},
     }
     with atomic_dir(folder, overwrite=overwrite) as tmp:

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from gombnet.errors import GombnetError
+from gombnet.inference.layers import lattice_layer_assignment, relabel_found_atoms
+
+A_PX = 24.6  # graphene lattice constant at 0.1 Å/px
+SIZE_PX = 600.0
+
+
+def honeycomb(angle_deg, rng, a_px=A_PX, size=SIZE_PX, jitter_px=0.4, basis=True):
+    """Honeycomb (or, with basis=False, triangular) lattice points inside a square, rotated."""
+    t = np.radians(angle_deg)
+    a1 = a_px * np.array([np.cos(t), np.sin(t)])
+    a2 = a_px * np.array([np.cos(t + np.pi / 3), np.sin(t + np.pi / 3)])
+    n = int(2 * size / a_px) + 2
+    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n))
+    pts = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
+    if basis:
+        pts = np.vstack([pts, pts + (a1 + a2) / 3])
+    pts = pts + rng.uniform(0, a_px, 2)
+    pts = pts[(pts >= 0).all(axis=1) & (pts < size).all(axis=1)]
+    return pts + rng.normal(0, jitter_px, pts.shape)
+
+
+def bilayer(twist_deg, seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    layers = [honeycomb(17.0, rng, **kwargs), honeycomb(17.0 + twist_deg, rng, **kwargs)]
+    xy = np.vstack(layers)
+    truth = np.concatenate([np.full(len(p), k) for k, p in enumerate(layers)])
+    return xy, truth
+
+
+def swap_disk(xy, layer, centre=(200.0, 250.0), radius=120.0):
+    inside = np.hypot(xy[:, 0] - centre[0], xy[:, 1] - centre[1]) < radius
+    return np.where(inside, 1 - layer, layer), inside
+
+
+@pytest.mark.parametrize("twist", [12.0, 21.8, 30.0, 48.0])
+def test_a_swapped_region_goes_back_to_its_layers(twist):
+    xy, truth = bilayer(twist)
+    found, swapped = swap_disk(xy, truth)
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
+    assert info["applied"] and info["n_moved"] > 0.9 * swapped.sum()
+    assert np.mean(fixed == truth) > 0.99
+    twist_found = abs((info["orientations_deg"][1] - info["orientations_deg"][0] + 30) % 60 - 30)
+    assert twist_found == pytest.approx(min(twist % 60, 60 - twist % 60), abs=0.5)
+
+
+def test_a_consistent_bilayer_is_left_alone():
+    xy, truth = bilayer(25.0, seed=1)
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], truth, np.ones(len(xy), bool))
+    assert info["applied"] and info["n_moved"] == 0
+    np.testing.assert_array_equal(fixed, truth)
+
+
+@pytest.mark.parametrize("twist", [2.0, 58.5])
+def test_near_aligned_layers_are_not_judged(twist):
+    xy, truth = bilayer(twist, seed=2)
+    found, _ = swap_disk(xy, truth)
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
+    assert not info["applied"] and info["reason"]
+    np.testing.assert_array_equal(fixed, found)
+
+
+def test_one_lattice_split_at_random_is_not_judged():
+    rng = np.random.default_rng(3)
+    xy = honeycomb(10.0, rng)
+    layer = rng.integers(0, 2, len(xy))
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], layer, np.ones(len(xy), bool))
+    assert not info["applied"]
+    np.testing.assert_array_equal(fixed, layer)
+
+
+def test_other_atoms_follow_the_lattice_atoms_around_them():
+    # W-like triangular lattices decide; atoms beside them (chalcogen-like) follow
+    rng = np.random.default_rng(4)
+    metal = [honeycomb(5.0 + 20.0 * k, rng, a_px=31.5, basis=False) for k in range(2)]
+    other = [m + np.array([0.0, 18.2]) for m in metal]
+    xy = np.vstack(metal + other)
+    truth = np.concatenate([np.full(len(m), k) for k, m in enumerate(metal)] * 2)
+    lattice = np.concatenate([np.ones(sum(map(len, metal)), bool), np.zeros(sum(map(len, other)), bool)])
+    found, swapped = swap_disk(xy, truth, radius=150.0)
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, lattice)
+    assert info["applied"]
+    assert np.mean(fixed[~lattice] == truth[~lattice]) > 0.97
+
+
+def test_found_atoms_keep_channel_order_and_classes():
+    xy, truth = bilayer(20.0, seed=5)
+    found_layer, _ = swap_disk(xy, truth)
+    cls = np.arange(len(xy)) % 3  # three classes per layer, class 0 the lattice
+    channel = found_layer * 3 + np.where(cls == 0, 0, cls)
+    order = np.argsort(channel, kind="stable")
+    found = {"channel": channel[order], "x_px": xy[order, 0], "y_px": xy[order, 1],
+             "score": np.ones(len(xy), np.float32)}
+    out, info = relabel_found_atoms(found, n_layers=2, classes_per_layer=3, lattice_class=0)
+    assert info["applied"] and info["n_moved"] > 0
+    assert np.all(np.diff(out["channel"]) >= 0)
+    assert sorted(out["channel"] % 3) == sorted(found["channel"] % 3)  # classes kept
+    one_layer, info = relabel_found_atoms(found, n_layers=1, classes_per_layer=6)
+    assert one_layer is found and not info["applied"]
+
+
+def test_bad_input():
+    xy, truth = bilayer(20.0)
+    lattice = np.ones(len(xy), bool)
+    with pytest.raises(GombnetError, match="one length"):
+        lattice_layer_assignment(xy[:, 0], xy[:-1, 1], truth, lattice)
+    with pytest.raises(GombnetError, match="two layers"):
+        lattice_layer_assignment(xy[:, 0], xy[:, 1], truth + 1, lattice)
+    with pytest.raises(GombnetError, match="radius_nn"):
+        lattice_layer_assignment(xy[:, 0], xy[:, 1], truth, lattice, radius_nn=0)
+    few, info = lattice_layer_assignment(xy[:5, 0], xy[:5, 1], truth[:5], lattice[:5])
+    assert not info["applied"] and "too few" in info["reason"]
