@@ -1,5 +1,6 @@
 """The command line: one-line errors with exit code 2, nothing overwritten, batch mode."""
 
+import html
 import json
 
 import h5py
@@ -144,7 +145,11 @@ def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
     analysis = json.loads((folder / "analysis.json").read_text(), parse_constant=strict)
     json.loads((folder / "summary.json").read_text(), parse_constant=strict)
     assert analysis["material"] == "graphene"
-    assert (folder / "report.html").read_text().startswith("<!DOCTYPE html>")
+    report = (folder / "report.html").read_text()
+    assert report.startswith("<!DOCTYPE html>")
+    check = summary["layer_check"]
+    assert ("Lattice check of the layers" in report) == check["applied"]
+    assert check["applied"] or html.escape(check["reason"]) in report
     one_line_error(run("analyze", folder), "--overwrite")
     one_line_error(run("analyze", tmp_path / "nothing"), "no such result folder")
 

@@ -343,6 +343,7 @@ def html_report(folder: Path, summary: dict, result: dict, figure_names: list[st
         f"<h1>gombnet report</h1><p><b>{source}</b> - {html.escape(result.get('headline', ''))}</p>",
         f"<p>model: {html.escape(str(summary.get('model', '')))}; pixel size {summary['pixel_size_angstrom']:.4f} Å/px; "
         f"{summary.get('n_atoms', 0)} atoms</p>",
+        f"<p>{html.escape(_layer_check_text(summary.get('layer_check')))}</p>",
     ]
     for name in images:
         parts.append(f"<h2>{html.escape(name[:-4])}</h2><img src='{_png_data_uri(folder / name)}' alt='{name}'>")
@@ -352,3 +353,14 @@ def html_report(folder: Path, summary: dict, result: dict, figure_names: list[st
         parts.append(f"<tr><td>{html.escape(key)}</td><td>{value}</td></tr>")
     parts.append("</table><p>All numbers: analysis.json; atoms: atoms.csv.</p></body></html>")
     return "\n".join(parts)
+
+
+def _layer_check_text(check: dict | None) -> str:
+    """One sentence on what the lattice check of the layers did (gombnet.inference.layers)."""
+    if not check:
+        return "Layers as the network gave them (no lattice check)."
+    if not check.get("applied"):
+        return f"Layers as the network gave them; lattice check not applied: {check.get('reason', '')}."
+    a, b = check["orientations_deg"]
+    return (f"Lattice check of the layers: orientations {a:.1f}° and {b:.1f}° (mod 60°); "
+            f"{check['n_moved']} atoms moved to the layer whose orientation they have.")
