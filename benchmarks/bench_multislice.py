@@ -115,12 +115,13 @@ def haadf_multislice(layers: list, spacing_angstrom: float, cell_angstrom: float
     return image.T, np.asarray(scan.start, float), np.asarray(scan.sampling, float)
 
 
-def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, preset: str) -> dict:
+def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, preset: str,
+          lattice_layers: bool = True) -> dict:
     """Atom F1 per layer (and class), RMSE, Se-S in the Se-free layer, graphene's C-C bonds and the
     twist of the atoms ``model`` finds in ``image``."""
     h, w = image.shape
     classes = PRESETS[preset]["classes"]
-    result = predict(image, model, pixel_size_angstrom=pixel)
+    result = predict(image, model, pixel_size_angstrom=pixel, lattice_layers=lattice_layers)
     found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
     # Se-S in the Se-free layer per chalcogen column found there, as gombnet evaluate counts it
     m = best_atom_assignment(inside_border(found, h, w, edge_px), inside_border(cols, h, w, edge_px),
@@ -168,6 +169,8 @@ def main() -> None:
     ap.add_argument("--edge-angstrom", type=float, default=0.0,
                     help="score only atoms (true and found) at least this far inside the image [Å]")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lattice-layers", choices=("on", "off", "both"), default="on",
+                    help="lattice check of the layers in predict (both: score every image both ways)")
     ap.add_argument("--json", type=Path, help="save every number here")
     args = ap.parse_args()
     try:
@@ -177,6 +180,9 @@ def main() -> None:
     if args.json and args.json.exists():
         sys.exit(f"error: {args.json} exists; remove it first")
     models = {m: load_model(m) for m in (args.model or [args.preset])}
+    # the same noisy image scored with and without the lattice check of the layers: abTEM's
+    # images differ in the last bits from run to run, which changes the Poisson draws
+    checks = {"on": [True], "off": [False], "both": [True, False]}[args.lattice_layers]
     spec = PRESETS[args.preset]
     twists = [float(t) for t in args.twists.split(",")]
     doses = [float(d) for d in args.doses.split(",")]
@@ -187,7 +193,7 @@ def main() -> None:
     rows = []
     print(f"{'twist':>6s} {'dose':>6s} {'model':14s} {'simulator':10s} {'F1 L0':>6s} {'F1 L1':>6s} {'RMSE Å':>7s} "
           f"{'C-C Å':>6s} {'FWHM Å':>7s} {'twist found':>11s}")
-    for twist in twists:
+    for twist_index, twist in enumerate(twists):
         for config in range(args.configs):
             rotation = rng.uniform(0, 60)
             layers = [layer_atoms(args.preset, rotation + i * twist, rng.uniform(-1, 1, 2), cell, rng,
@@ -199,6 +205,9 @@ def main() -> None:
                 args.pixel_size, energy_ev=1e3 * args.energy_kev, semiangle_mrad=args.semiangle_mrad,
                 detector_mrad=detector, n_phonons=args.phonons, seed=int(rng.integers(2**31)))
             t_sim = time.perf_counter() - t0
+            # noise from its own generator: abTEM's images vary in the last bits between runs, and
+            # the Poisson draws of one must not shift the structures of the next
+            noise_rng = np.random.default_rng([args.seed, twist_index, config, 1])
             pixel = float(step[0])
             h, w = multislice.shape
             # pixel (r, c) is the scan position start + (c, r) * step
@@ -215,14 +224,16 @@ def main() -> None:
                                   "class": np.concatenate([c for _, _, _, c in layers])}, h, w, 0.0)
             for dose in doses:
                 for simulator, image in clean.items():
-                    noisy = rng.poisson(image / image.mean() * dose).astype(np.float32)
-                    for name, model in models.items():
+                    noisy = noise_rng.poisson(image / image.mean() * dose).astype(np.float32)
+                    for (name, model), check in ((m, c) for m in models.items() for c in checks):
+                        name = name if check else f"{name} (no lattice check)"
                         row = {"twist_deg": twist, "config": config, "rotation_deg": rotation,
                                "dose_counts_per_px": dose, "model": name, "simulator": simulator,
                                "pixel_size_angstrom": pixel, "image_px": [h, w],
                                "n_true": [int(np.sum(cols["layer"] == i)) for i in range(2)],
                                "multislice_seconds": round(t_sim, 1),
-                               **score(noisy, model, cols, pixel, args.edge_angstrom / pixel, args.preset)}
+                               **score(noisy, model, cols, pixel, args.edge_angstrom / pixel, args.preset,
+                                       lattice_layers=check)}
                         rows.append(row)
                         f1 = row["f1_per_layer"]
                         print(f"{twist:6.1f} {dose:6.0f} {name[:14]:14s} {simulator:10s} {f1[0]:6.3f} {f1[1]:6.3f} "
@@ -232,7 +243,7 @@ def main() -> None:
             print(f"  (structure {config + 1} at {twist}°, orientation {rotation:.1f}°: multislice {t_sim:.0f} s "
                   f"for {h}x{w} px)", flush=True)
     print()
-    for name in models:
+    for name in dict.fromkeys(r["model"] for r in rows):  # every model, with and without the check
         for simulator in ("multislice", "gombnet"):
             for dose in doses:
                 sel = [r for r in rows if r["model"] == name and r["simulator"] == simulator

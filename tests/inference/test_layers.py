@@ -113,3 +113,20 @@ def test_bad_input():
         lattice_layer_assignment(xy[:, 0], xy[:, 1], truth, lattice, radius_nn=0)
     few, info = lattice_layer_assignment(xy[:5, 0], xy[:5, 1], truth[:5], lattice[:5])
     assert not info["applied"] and "too few" in info["reason"]
+
+
+def test_small_swapped_regions_are_left():
+    xy, truth = bilayer(21.8, seed=6)
+    lattice = np.ones(len(xy), bool)
+    # a few atoms: their neighbourhoods are mostly the right layer's, nothing moves
+    found, swapped = swap_disk(xy, truth, radius=14.0)
+    assert 0 < swapped.sum() < 10
+    assert lattice_layer_assignment(xy[:, 0], xy[:, 1], found, lattice)[1]["n_moved"] == 0
+    # a region of ~100 atoms moves, unless regions must be larger than that
+    found, swapped = swap_disk(xy, truth, radius=60.0)
+    assert 50 < swapped.sum() < 300
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, lattice)
+    assert info["n_moved"] > 0.8 * swapped.sum() and np.mean(fixed == truth) > 0.99
+    kept, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, lattice, min_region_atoms=1000)
+    assert info["applied"] and info["n_moved"] == 0
+    np.testing.assert_array_equal(kept, found)

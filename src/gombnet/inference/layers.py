@@ -72,6 +72,28 @@ def _two_orientations(z: np.ndarray, seed: tuple[complex, complex], iterations: 
     return centres, group0
 
 
+def _in_large_region(x, y, seeds: np.ndarray, radius: float, min_atoms: int) -> np.ndarray:
+    """Atoms within ``radius`` of a connected group (links shorter than ``radius``) of at
+    least ``min_atoms`` of the ``seeds`` atoms."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    keep = np.zeros(len(x), bool)
+    idx = np.flatnonzero(seeds)
+    if idx.size < min_atoms:
+        return keep
+    pts = np.c_[x[idx], y[idx]]
+    pairs = cKDTree(pts).query_pairs(radius, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(idx), len(idx)))
+    _, label = connected_components(graph, directed=False)
+    big = np.flatnonzero(np.bincount(label) >= min_atoms)
+    if big.size == 0:
+        return keep
+    anchors = pts[np.isin(label, big)]
+    dist, _ = cKDTree(anchors).query(np.c_[x, y], distance_upper_bound=radius)
+    return np.isfinite(dist)
+
+
 def lattice_layer_assignment(
     x_px,
     y_px,
@@ -83,6 +105,7 @@ def lattice_layer_assignment(
     min_separation_deg: float = 8.0,
     separation_spreads: float = 2.0,
     min_group_fraction: float = 0.05,
+    min_region_atoms: int = 10,
 ) -> tuple[np.ndarray, dict]:
     """Give regions whose two layers the network swapped back to the right layer.
 
@@ -111,6 +134,9 @@ def lattice_layer_assignment(
     min_group_fraction : float
         Each orientation must hold at least this share of the lattice atoms: a smaller group
         is a few stray atoms, not a layer (a layer may still cover only part of the image).
+    min_region_atoms : int
+        A swapped region must hold at least this many lattice atoms (connected within the
+        region radius); fewer are atoms with noisy neighbourhoods, left as they were.
 
     Returns
     -------
@@ -174,7 +200,9 @@ def lattice_layer_assignment(
     vote = np.real(z * np.conj(own)) - np.real(z * np.conj(other))
     tree = cKDTree(np.c_[x[lat], y[lat]])
     regions = tree.query_ball_point(np.c_[x, y], radius_nn * float(np.median(nn)))
+    radius = radius_nn * float(np.median(nn))
     swapped = np.array([len(r) > 0 and float(vote[r].sum()) < 0 for r in regions], dtype=bool)
+    swapped &= _in_large_region(x, y, swapped & lat, radius, min_region_atoms)
     out[swapped] = 1 - lay[swapped]
     info.update(applied=True, n_moved=int(swapped.sum()))
     return out, info
