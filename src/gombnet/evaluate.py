@@ -17,8 +17,9 @@ import torch
 
 from .data import read_dataset
 from .errors import check
-from .inference.atoms import find_atoms, site_grouping
+from .inference.atoms import find_atoms
 from .inference.layers import relabel_found_atoms
+from .inference.predict import atom_settings
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
 from .nn.train import pick_device, predict_probabilities
@@ -139,9 +140,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     check(list(config["class_names"]) == list(ds.class_names) and config["n_layers"] == ds.n_layers,
           f"model classes {config['class_names']} x {config['n_layers']} layers do not match the data's "
           f"{ds.class_names} x {ds.n_layers} layers")
-    grouping = site_grouping(ds.class_names, ds.n_layers, config.get("site_groups"),
-                             config.get("class_weights") if class_weights is None else class_weights)
-    lattice_class = ds.class_names.index(config.get("lattice_class", ds.class_names[0])) if lattice_layers else None
+    grouping, lattice_class = atom_settings(config, class_weights)
+    if not lattice_layers:
+        lattice_class = None
     idx = ds.indices(split)
     if max_images:
         idx = idx[:max_images]

@@ -71,3 +71,16 @@ def test_tta_gives_uncertainty():
 def test_bad_input(image, px, message):
     with pytest.raises(GombnetError, match=message):
         predict(image, BlobModel(0.1), pixel_size_angstrom=px)
+
+
+def test_atom_settings_from_a_model_card():
+    from gombnet.inference.predict import atom_settings
+
+    card = {"class_names": ["W", "S2", "SSe"], "n_layers": 2}
+    grouping, lattice = atom_settings(card)
+    assert grouping["site_groups"] == [[1, 2], [4, 5]] and lattice == 0
+    grouping, lattice = atom_settings({**card, "class_weights": {"SSe": 2.0}, "lattice_class": "S2"})
+    assert grouping["class_weights"][2] == 2.0 and lattice == 1
+    assert atom_settings({**card, "class_weights": {"SSe": 2.0}}, {"SSe": 1.0})[0]["class_weights"][2] == 1.0
+    with pytest.raises(GombnetError, match="lattice_class 'Mo'"):
+        atom_settings({**card, "lattice_class": "Mo"})

@@ -2,7 +2,9 @@
 
 Each channel of a ``(C, H, W)`` probability map is thresholded, split into connected
 blobs (touching blobs that look like two atoms are separated by a watershed), and every
-blob becomes one atom at its probability-weighted centre of mass.
+blob becomes one atom at its probability-weighted centre of mass. Channels of classes that
+share a site (S-S and Se-S columns of one layer) are summed first, and each blob of the sum
+takes the more probable class.
 
 Pixel convention: x = column, y = row; the centre of pixel (row r, col c) is (x, y) =
 (c, r).
@@ -125,9 +127,10 @@ def find_atoms(
 ) -> dict[str, np.ndarray]:
     """Find atoms as blobs in probability maps.
 
-    Per channel: threshold, connected components (4-connectivity), optionally split
-    blobs of touching atoms, drop blobs smaller than ``min_area_px``, and place each atom
-    at the centre of mass of ``probability - threshold`` over its blob.
+    Per channel (or per site group, on its summed map): threshold, connected components
+    (4-connectivity), optionally split blobs of touching atoms, drop blobs smaller than
+    ``min_area_px``, and place each atom at the centre of mass of ``probability -
+    threshold`` over its blob.
 
     Weighting by the excess over the threshold rather than by the probability itself
     makes the weight go continuously to 0 at the blob edge, so which edge pixels happen
@@ -173,7 +176,8 @@ def find_atoms(
 
     - ``"channel"`` (int64): channel index.
     - ``"x_px"``, ``"y_px"`` (float64): sub-pixel position, x = column, y = row.
-    - ``"score"`` (float32): maximum probability in the blob.
+    - ``"score"`` (float32): maximum probability in the blob (of the summed map, for a
+      site group).
     - ``"area_px"`` (int64): blob area in pixels.
 
     Raises
@@ -221,7 +225,8 @@ def find_atoms(
             channel = np.full(keep.size, chans[0], dtype=np.int64)
         else:
             # species: the class with the largest weighted probability mass in the blob
-            mass = np.stack([weights[c] * np.bincount(lab, weights=prob[c].ravel()[idx], minlength=int(lab.max()) + 1)[keep]
+            n_lab = int(lab.max()) + 1
+            mass = np.stack([weights[c] * np.bincount(lab, weights=prob[c].ravel()[idx], minlength=n_lab)[keep]
                              for c in chans])
             channel = np.asarray(chans, dtype=np.int64)[mass.argmax(axis=0)]
         parts.append({"channel": channel, **table})
@@ -300,7 +305,8 @@ def site_grouping(class_names, n_layers: int, site_groups=None, class_weights=No
     if unknown:
         raise GombnetError(f"site groups or class weights name classes {unknown} that the model lacks ({names})")
     k = len(names)
-    return {"site_groups": [[layer * k + names.index(c) for c in g] for layer in range(n_layers) for g in site_groups],
+    groups = [[layer * k + names.index(c) for c in g] for layer in range(n_layers) for g in site_groups]
+    return {"site_groups": groups,
             "class_weights": [float(weights.get(names[ch % k], 1.0)) for ch in range(n_layers * k)]}
 
 
@@ -323,5 +329,6 @@ def _check_class_weights(class_weights, n_channels: int) -> np.ndarray:
         return np.ones(n_channels)
     w = np.asarray(class_weights, dtype=np.float64)
     if w.shape != (n_channels,) or not (np.isfinite(w).all() and (w > 0).all()):
-        raise GombnetError(f"class_weights must be {n_channels} positive numbers (one per channel), got {class_weights!r}")
+        raise GombnetError(f"class_weights must be {n_channels} positive numbers (one per channel), "
+                           f"got {class_weights!r}")
     return w

@@ -88,6 +88,19 @@ def torch_predict_fn(model: torch.nn.Module, device: str | torch.device | None =
     return predict_fn
 
 
+def atom_settings(config: dict, class_weights: dict | None = None) -> tuple[dict, int]:
+    """How a model's atoms are found: :func:`find_atoms` arguments for the classes that share a
+    site (the card's ``site_groups`` and ``class_weights``, the latter overridden by
+    ``class_weights``), and the class that forms each layer's lattice (the card's
+    ``lattice_class``, default the first class) for the lattice check of the layers."""
+    class_names, n_layers = list(config["class_names"]), int(config["n_layers"])
+    lattice = config.get("lattice_class", class_names[0])
+    check(lattice in class_names, f"model config: lattice_class {lattice!r} is not one of its classes {class_names}")
+    grouping = site_grouping(class_names, n_layers, config.get("site_groups"),
+                             config.get("class_weights") if class_weights is None else class_weights)
+    return grouping, class_names.index(lattice)
+
+
 def check_image(image) -> np.ndarray:
     """A finite, non-constant 2-D image of at least 32 x 32 px, as float32."""
     arr = as_real_array(image, "image", (2,), "2-D")
@@ -162,9 +175,7 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
           f"(more than {MAX_PIXEL_SIZE_RATIO:g}x); check the calibration or pass the right pixel size")
     n_layers, class_names = int(config["n_layers"]), list(config["class_names"])
     cpl = len(class_names)
-    lattice_class = class_names.index(config.get("lattice_class", class_names[0]))
-    grouping = site_grouping(class_names, n_layers, config.get("site_groups"),
-                             config.get("class_weights") if class_weights is None else class_weights)
+    grouping, lattice_class = atom_settings(config, class_weights)
     tile = int(tile_px or config.get("tile_px", 256))
     overlap = int(overlap_px if overlap_px is not None else tile // 4)
     timings["load"] = time.perf_counter() - t0
@@ -214,4 +225,4 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
                       class_names=class_names, n_layers=n_layers, timings=timings, layer_check=layer_check)
 
 
-__all__ = ["Prediction", "predict", "torch_predict_fn", "check_image", "GombnetError"]
+__all__ = ["Prediction", "predict", "atom_settings", "torch_predict_fn", "check_image", "GombnetError"]
