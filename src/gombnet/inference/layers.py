@@ -60,7 +60,8 @@ def _two_orientations(z: np.ndarray, seed: tuple[complex, complex], iterations: 
     unit = z / np.maximum(np.abs(z), 1e-12)
     centres = [c / abs(c) for c in seed]
     if abs(np.angle(centres[1] * np.conj(centres[0]))) < np.radians(2.0 * _SYMMETRY):
-        # the seeds agree (the layers are mixed up throughout): start from the farthest atom
+        # the seeds agree (the layers are mixed up throughout): start from the atom farthest
+        # from them, among atoms with a clear orientation (|psi_6| >= 0.5)
         centres[1] = unit[int(np.argmin(np.real(unit * np.conj(centres[0])) + 9.0 * (np.abs(z) < 0.5)))]
     group0 = np.ones(len(z), bool)
     for _ in range(iterations):
@@ -155,9 +156,9 @@ def lattice_layer_assignment(
     if lay.size and not np.isin(lay, (0, 1)).all():
         raise GombnetError("lattice layer assignment needs exactly two layers (0 and 1)")
     if not (radius_nn > 0 and max_spread_deg > 0 and min_separation_deg >= 0 and separation_spreads >= 0
-            and 0 <= min_group_fraction <= 0.5):
+            and 0 <= min_group_fraction <= 0.5 and min_region_atoms >= 1):
         raise GombnetError("radius_nn and max_spread_deg must be > 0, the separations >= 0, "
-                           "min_group_fraction in [0, 0.5]")
+                           "min_group_fraction in [0, 0.5], min_region_atoms >= 1")
     info = {"applied": False, "reason": "", "orientations_deg": None, "spreads_deg": None, "n_moved": 0}
     out = lay.copy()
     psi = np.zeros(len(x), complex)
@@ -170,8 +171,8 @@ def lattice_layer_assignment(
         psi[sel], d = _bond_order(np.c_[x[sel], y[sel]])
         seed.append(psi[sel].sum())
         nn.append(d)
-    split = _two_orientations(psi[lat], (seed[0], seed[1]))
-    if split is None or min(abs(s) for s in seed) == 0:
+    split = None if min(abs(s) for s in seed) == 0 else _two_orientations(psi[lat], (seed[0], seed[1]))
+    if split is None:
         info["reason"] = "one orientation only"
         return out, info
     centres, group0 = split
@@ -198,9 +199,8 @@ def lattice_layer_assignment(
     own = np.where(lab == 0, centres[0], centres[1])
     other = np.where(lab == 0, centres[1], centres[0])
     vote = np.real(z * np.conj(own)) - np.real(z * np.conj(other))
-    tree = cKDTree(np.c_[x[lat], y[lat]])
-    regions = tree.query_ball_point(np.c_[x, y], radius_nn * float(np.median(nn)))
     radius = radius_nn * float(np.median(nn))
+    regions = cKDTree(np.c_[x[lat], y[lat]]).query_ball_point(np.c_[x, y], radius)
     swapped = np.array([len(r) > 0 and float(vote[r].sum()) < 0 for r in regions], dtype=bool)
     swapped &= _in_large_region(x, y, swapped & lat, radius, min_region_atoms)
     out[swapped] = 1 - lay[swapped]
