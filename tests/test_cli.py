@@ -96,6 +96,7 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
     assert result.exit_code == 0, result.output
     numbers = json.loads(report.read_text(), parse_constant=strict)
     assert numbers["meta"]["n_images"] == 12
+    assert f"judged {numbers['layer_check']['n_applied']} of 12 images" in result.output
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--json", report), "--overwrite")
     one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tiny_graphene), "not found")
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--device", "warp-drive"),

@@ -32,6 +32,10 @@ def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
     results = evaluate_model(tmp_path / "run", tiny_graphene, split="all")
     assert results["meta"]["n_images"] == 12
     assert 0 <= results["pixel"]["mean_iou"] <= 1
+    check = results["layer_check"]
+    assert check["n_images"] == 12 and 0 <= check["n_changed"] <= check["n_applied"] <= 12
+    assert (check["n_moved"] > 0) == (check["n_changed"] > 0)
+    assert "layer_check" not in evaluate_model(tmp_path / "run", tiny_graphene, split="all", lattice_layers=False)
     json.dumps(results, allow_nan=True)
     # the network may run elsewhere (a GPU where there is one); on this CPU the numbers are the same
     on_auto = evaluate_model(tmp_path / "run", tiny_graphene, split="all", device="auto")

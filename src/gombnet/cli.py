@@ -240,6 +240,10 @@ def evaluate(
                              workers=workers, device=device, progress=sys.stderr.isatty(),
                              class_weights=_class_weights(class_weight), lattice_layers=lattice_layers)
     typer.echo(format_table(results))
+    if "layer_check" in results:
+        c = results["layer_check"]
+        typer.echo(f"Lattice check of the layers: judged {c['n_applied']} of {c['n_images']} images, moved "
+                   f"{c['n_moved']} atoms in {c['n_changed']} (--no-lattice-layers to score without it)")
     if by is not None:
         typer.echo(format_groups(results["groups"]))
     if json_out is not None:

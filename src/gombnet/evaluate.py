@@ -63,16 +63,18 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
 
     Returns
     -------
-    dict with keys ``layer_perm``, ``pixel`` and ``atoms``.
+    dict with keys ``layer_perm``, ``pixel``, ``atoms`` and ``layer_check`` (what the lattice
+    check of the layers did, or None).
     """
     truth = np.asarray(true_masks).astype(bool)
     perm = best_layer_assignment(probs > threshold, truth, n_layers)
     probs = permute_layers(probs, perm, n_layers)
     pixel = pixel_metrics(probs > threshold, truth, n_layers, class_names)
     found = find_atoms(probs, threshold=threshold, **(grouping or {}))
+    layer_check = None
     if lattice_class is not None:
-        found, _ = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=len(class_names),
-                                       lattice_class=lattice_class)
+        found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=len(class_names),
+                                                 lattice_class=lattice_class)
     # a column just outside the frame leaves part of its disk inside: compare atoms only
     # away from the border, where a found atom and its true column are both visible
     border_px = radius_angstrom / pixel_size_angstrom
@@ -83,7 +85,7 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
                          radius_px=radius_angstrom / pixel_size_angstrom,
                          pixel_size_angstrom=pixel_size_angstrom, dopant_class=dopant_class(class_names),
                          dopant_sites=dopant_sites(class_names))
-    return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms}
+    return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms, "layer_check": layer_check}
 
 
 def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
@@ -127,8 +129,10 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     -------
     dict
         Aggregated metrics (see :func:`gombnet.metrics.aggregate`) plus ``meta``
-        (model, data, split, number of images, radius, threshold, seconds) and, with
-        ``group_by``, ``groups``: one summary per group (see :func:`group_summary`).
+        (model, data, split, number of images, radius, threshold, seconds), with
+        ``group_by``, ``groups``: one summary per group (see :func:`group_summary`), and with
+        ``lattice_layers``, ``layer_check``: images judged (``n_applied``), images changed
+        (``n_changed``) and atoms moved (``n_moved``) by the lattice check of the layers.
     """
     check(0 < threshold < 1, f"threshold must be in (0, 1), got {threshold}")
     check(radius_angstrom > 0, f"matching radius must be > 0 Å, got {radius_angstrom}")
@@ -192,6 +196,11 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         if bar:
             bar.stop()
     results = aggregate(per_image)
+    if lattice_class is not None:
+        checks = [r["layer_check"] for r in per_image]
+        results["layer_check"] = {"n_images": len(checks), "n_applied": sum(c["applied"] for c in checks),
+                                  "n_changed": sum(c["n_moved"] > 0 for c in checks),
+                                  "n_moved": sum(c["n_moved"] for c in checks)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
                        "lattice_layers": lattice_layers,
