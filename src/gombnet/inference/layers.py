@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..analysis.lattice import _circular_mean_deg
 from ..errors import GombnetError
 
 __all__ = ["lattice_layer_assignment", "relabel_found_atoms"]
@@ -44,12 +45,6 @@ def _bond_order(xy: np.ndarray, nn_factor: float = 1.3) -> tuple[np.ndarray, flo
         np.add.at(psi, pairs[:, end], z)
         np.add.at(count, pairs[:, end], 1.0)
     return np.where(count > 0, psi / np.maximum(count, 1.0), 0), nn
-
-
-def _spread_deg(z: np.ndarray) -> float:
-    """Circular standard deviation of the orientations z (psi_6 values) [deg of real angle]."""
-    r = abs(z.sum()) / max(float(np.abs(z).sum()), 1e-12)
-    return float(np.degrees(np.sqrt(-2.0 * np.log(min(max(r, 1e-12), 1.0))))) / _SYMMETRY
 
 
 def _two_orientations(z: np.ndarray, seed: tuple[complex, complex], iterations: int = 20):
@@ -177,8 +172,10 @@ def lattice_layer_assignment(
         return out, info
     centres, group0 = split
     z = psi[lat]
-    spreads = [_spread_deg(z[group0]), _spread_deg(z[~group0])]
-    angles = [float(np.degrees(np.angle(c))) / _SYMMETRY % (360.0 / _SYMMETRY) for c in centres]
+    # each group's orientation (mod 60 deg) and circular spread, psi_6 weighted by its length
+    angles, spreads = zip(*(_circular_mean_deg(np.angle(z[g]) / _SYMMETRY, 360.0 / _SYMMETRY, weights=np.abs(z[g]))
+                            for g in (group0, ~group0)))
+    angles, spreads = list(angles), list(spreads)
     separation = abs(float(np.degrees(np.angle(centres[1] * np.conj(centres[0]))))) / _SYMMETRY
     info.update(orientations_deg=angles, spreads_deg=spreads)
     smaller = min(int(group0.sum()), int((~group0).sum()))
