@@ -20,6 +20,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Find every atom in HAADF-STEM images of twisted bilayers, per layer and species.")
 
 
+# options of both `evaluate` and `predict`: how atoms are read from the probability maps
+CLASS_WEIGHT_OPTION = typer.Option(
+    None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
+                                 "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
+                                 "repeatable; default the model card's.")
+LATTICE_LAYERS_OPTION = typer.Option(True, help="Give regions where the network swapped the two layers back "
+                                                "to the layer whose lattice orientation they have (bilayers "
+                                                "twisted 8 degrees or more from aligned).")
+
+
 def _fail(message: str, code: int = 2):
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -218,13 +228,8 @@ def evaluate(
     device: Optional[str] = typer.Option(None, help="torch device for the network: auto, cpu, cuda, mps "
                                                     "(default cpu)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
-    class_weight: Optional[List[str]] = typer.Option(
-        None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
-                                     "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
-                                     "repeatable; default the model card's."),
-    lattice_layers: bool = typer.Option(True, help="Give regions where the network swapped the two layers back "
-                                                   "to the layer whose lattice orientation they have (bilayers "
-                                                   "twisted 8 degrees or more from aligned)."),
+    class_weight: Optional[List[str]] = CLASS_WEIGHT_OPTION,
+    lattice_layers: bool = LATTICE_LAYERS_OPTION,
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
 ):
     """Pixel and atom metrics of a model on simulated data with known atoms."""
@@ -320,13 +325,8 @@ def predict(
     tta: str = typer.Option("none", help="Test-time augmentation: none, flips or d4 (adds an uncertainty map)."),
     device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
     analyze: bool = typer.Option(False, "--analyze", help="Also run `gombnet analyze` on each result."),
-    class_weight: Optional[List[str]] = typer.Option(
-        None, "--class-weight", help="NAME=WEIGHT: weight of a class when choosing the species of a column "
-                                     "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
-                                     "repeatable; default the model card's."),
-    lattice_layers: bool = typer.Option(True, help="Give regions where the network swapped the two layers back "
-                                                   "to the layer whose lattice orientation they have (bilayers "
-                                                   "twisted 8 degrees or more from aligned)."),
+    class_weight: Optional[List[str]] = CLASS_WEIGHT_OPTION,
+    lattice_layers: bool = LATTICE_LAYERS_OPTION,
     overwrite: bool = typer.Option(False, help="Replace existing result folders."),
 ):
     """Find the atoms of every layer in microscope images; one result folder per file."""
