@@ -17,7 +17,7 @@ import torch
 
 from .data import read_dataset
 from .errors import check
-from .inference.atoms import find_atoms
+from .inference.atoms import DEFAULT_SITE_GROUPS, find_atoms
 from .inference.layers import relabel_found_atoms
 from .inference.predict import atom_settings
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
@@ -31,8 +31,13 @@ def dopant_class(class_names) -> str | None:
 
 
 def dopant_sites(class_names) -> list | None:
-    """Classes whose columns the tracked dopant replaces (chalcogen columns: S2 and SSe)."""
-    return [c for c in ("S2", "SSe") if c in class_names] if dopant_class(class_names) else None
+    """Classes whose columns the tracked dopant replaces: the dopant's site group of
+    :data:`~gombnet.inference.atoms.DEFAULT_SITE_GROUPS` (chalcogen columns: S2 and SSe)."""
+    dopant = dopant_class(class_names)
+    if dopant is None:
+        return None
+    group = next((g for g in DEFAULT_SITE_GROUPS if dopant in g), (dopant,))
+    return [c for c in group if c in class_names]
 
 
 def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
