@@ -137,7 +137,8 @@ def main() -> None:
     config.update({
         "name": name,
         "description": f"Gomb-Net for {args.preset} ({', '.join(config['class_names'])} per layer, "
-                       f"{config['n_layers']} layers), trained on gombnet's own simulator",
+                       f"{config['n_layers']} layer{'s' if config['n_layers'] > 1 else ''}), "
+                       "trained on gombnet's own simulator",
         "command": " && ".join(shlex.join(c[2:]).replace(str(args.work), "WORK") for c in (simulate, train, evaluate)),
         "hardware": machine(),
         "wall_seconds": {"simulate": t_sim, "train": config["training"].get("wall_seconds")},

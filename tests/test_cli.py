@@ -155,6 +155,20 @@ def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
     one_line_error(run("analyze", tmp_path / "nothing"), "no such result folder")
 
 
+def test_analyze_checks_the_pixel_size(tmp_path, tiny_run, real_data):
+    image = real_data / "twisted_bilayer_graphene.npz"  # 0.1062 Å/px in the file, a = 2.46 Å
+    for name, pixel_size, consistent in (("file", None, True), ("wrong", 0.0956, False)):
+        out = tmp_path / name
+        extra = () if pixel_size is None else ("--pixel-size", pixel_size)
+        assert run("predict", image, "--model", tiny_run, "--out", out, *extra).exit_code == 0
+        result = run("analyze", out / "twisted_bilayer_graphene", "--bootstrap", 0)
+        assert result.exit_code == 0, result.output
+        cal = json.loads((out / "twisted_bilayer_graphene" / "analysis.json").read_text())["calibration"]
+        assert cal["consistent"] is consistent
+        assert cal["suggested_pixel_size_angstrom"] == pytest.approx(0.1062, rel=0.02)
+        assert ("CHECK THE PIXEL SIZE" in result.output) is not consistent
+
+
 def test_predict_bad_pixel_size(tmp_path, tiny_run, real_data):
     result = run("predict", real_data / "twisted_bilayer_graphene.npz", "--model", tiny_run, "--out", tmp_path,
                  "--pixel-size", 0.9)

@@ -58,7 +58,7 @@ def presets(details: bool = typer.Option(False, "--details", help="Print each pr
 
     for name in list_presets():
         p = load_preset(name)
-        typer.echo(f"{name:12s} {p.n_layers} layers, classes {', '.join(p.class_names)}, "
+        typer.echo(f"{name:12s} {p.n_layers} layer{'s' if p.n_layers != 1 else ''}, classes {', '.join(p.class_names)}, "
                    f"{p.image_size_px}x{p.image_size_px} px")
         if details:
             typer.echo(p.to_toml())
@@ -410,7 +410,8 @@ def models():
         typer.echo("no models are shipped in this installation")
     for name in names:
         card = read_config(WEIGHTS_DIR / f"{name}.json")
-        typer.echo(f"{name}: {', '.join(card['class_names'])} x {card['n_layers']} layers, "
+        n_layers = int(card["n_layers"])
+        typer.echo(f"{name}: {', '.join(card['class_names'])} x {n_layers} layer{'s' if n_layers != 1 else ''}, "
                    f"{card.get('pixel_size_angstrom', float('nan')):.3f} Å/px")
         for key in ("description", "command"):
             if key in card:

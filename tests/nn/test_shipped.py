@@ -6,7 +6,9 @@ import torch
 
 from gombnet.nn.checkpoint import WEIGHTS_DIR, list_shipped_models, load_model, read_config
 
-EXPECTED = {"graphene": ["C"], "graphene-wide": ["C"], "ws2-wsse": ["W", "S2", "SSe"]}
+EXPECTED = {"graphene": ["C"], "graphene-wide": ["C"], "ws2-wsse": ["W", "S2", "SSe"],
+            "ws2-wsse-monolayer": ["W", "S2", "SSe"]}
+N_LAYERS = {"ws2-wsse-monolayer": 1}
 
 
 def test_all_models_are_shipped():
@@ -18,12 +20,13 @@ def test_shipped_model_loads_and_has_a_card(name):
     card = read_config(WEIGHTS_DIR / f"{name}.json")
     for key in ("command", "hardware", "wall_seconds", "test_metrics", "pixel_size_angstrom", "data"):
         assert key in card, key
-    assert card["class_names"] == EXPECTED[name] and card["n_layers"] == 2
+    n_layers = N_LAYERS.get(name, 2)
+    assert card["class_names"] == EXPECTED[name] and card["n_layers"] == n_layers
     assert (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 15e6
     model = load_model(name)
     x = torch.rand(1, 1, 64, 64)
     out = model(x)
-    assert out.shape == (1, 2 * len(EXPECTED[name]), 64, 64)
+    assert out.shape == (1, n_layers * len(EXPECTED[name]), 64, 64)
     assert torch.isfinite(out).all()
 
 
@@ -61,3 +64,29 @@ def test_ws2_model_finds_s2_and_sse_columns_together():
     count = lambda r, s: int(np.sum(r.atoms["species"] == s))  # noqa: E731
     assert count(plain, "SSe") < count(heavy, "SSe")
     assert count(heavy, "SSe") + count(heavy, "S2") == count(plain, "SSe") + count(plain, "S2")
+
+
+def test_monolayer_model_finds_the_se_of_a_janus_monolayer():
+    import dataclasses
+
+    from gombnet.demo import DEMO_CONDITIONS, best_atom_assignment
+    from gombnet.inference.predict import predict
+    from gombnet.simulation import simulate_sample
+    from gombnet.simulation.presets import with_overrides
+
+    # one WS2 layer whose upper chalcogen sublayer is 60 % Se (scenario "sublayer")
+    mono = with_overrides("ws2-wsse", ['structure.materials=["WS2"]', "n_layers=1",
+                                       "substitution.scenario_weights=[0, 1, 0, 0]",
+                                       "substitution.sublayer_fraction=0.6"])
+    preset = dataclasses.replace(mono, **DEMO_CONDITIONS)
+    sample = simulate_sample(preset, np.random.default_rng(3), image_size_px=256)
+    px = sample.params["pixel_size_angstrom"]
+    assert np.sum(sample.columns["class"] == 2) > 50  # the image has Se-S columns to find
+    result = predict(sample.image, load_model("ws2-wsse-monolayer"), pixel_size_angstrom=px)
+    found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
+    m = best_atom_assignment(found, sample.columns, n_layers=1, class_names=["W", "S2", "SSe"],
+                             radius_px=0.5 / px, pixel_size_angstrom=px)
+    f1 = {k.split("/")[-1]: v["f1"] for k, v in m["per_layer_class"].items()}
+    # a bilayer model splits a monolayer into two patchy layers; this one keeps it whole
+    assert set(np.unique(result.atoms["layer"])) == {0}
+    assert f1["W"] > 0.95 and f1["S2"] > 0.8 and f1["SSe"] > 0.8, f1

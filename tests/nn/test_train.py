@@ -182,6 +182,27 @@ def test_init_weights_fine_tunes_a_trained_model(tmp_path, tiny_graphene, tiny_w
               TrainConfig(epochs=1, init_weights=str(tmp_path / "a"), **{**TINY, "filters": (4, 8)}))
 
 
+def test_monolayer_model_starts_from_a_bilayer_one(tmp_path, tiny_graphene):
+    from gombnet.data import write_dataset
+    from gombnet.simulation.presets import with_overrides
+
+    mono = with_overrides("graphene", ['structure.materials=["graphene"]', "n_layers=1"])
+    data = write_dataset(tmp_path / "mono.h5", mono, 6, seed=3, workers=1, image_size_px=64)
+    train(tiny_graphene, tmp_path / "bi", TrainConfig(epochs=1, **TINY))
+    start = weights(tmp_path / "bi" / "model.safetensors")
+    config = train(data, tmp_path / "mono",
+                   TrainConfig(epochs=1, init_weights=str(tmp_path / "bi"), **{**TINY, "lr": 1e-9}))
+    assert config["n_layers"] == 1
+    tuned = weights(tmp_path / "mono" / "last.safetensors")
+    # the encoder and the first decoder come over; the second decoder has no place to go
+    assert set(tuned) < set(start) and not any(k.startswith("decoders.1.") for k in tuned)
+    for key in ("encoder", "decoders.0."):
+        conv = next(k for k in tuned if k.startswith(key) and tuned[k].ndim == 4)
+        torch.testing.assert_close(tuned[conv], start[conv], atol=1e-6, rtol=0)
+    with pytest.raises(GombnetError, match="do not match the data"):  # more layers than the source
+        train(tiny_graphene, tmp_path / "back", TrainConfig(epochs=1, init_weights=str(tmp_path / "mono"), **TINY))
+
+
 def test_filters_default_to_the_init_model(tiny_graphene, tmp_path):
     assert with_filters(TrainConfig()).filters == DEFAULT_FILTERS
     assert with_filters(TrainConfig(filters=(4, 8))).filters == (4, 8)

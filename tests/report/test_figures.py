@@ -143,3 +143,30 @@ def test_figure_bad_input(moire):
         stacking_map_figure(maps, 0.3, origin_angstrom=(np.nan, 0.0))
     with pytest.raises(GombnetError):
         kde_comparison_figure({"not": "a result"})
+
+
+def _atoms(n_layers, class_names, per=4):
+    rng = np.random.default_rng(0)
+    rows = [(layer, name) for layer in range(n_layers) for name in class_names for _ in range(per)]
+    return {"layer": np.array([r[0] for r in rows]), "species": np.array([r[1] for r in rows]),
+            "x_px": rng.uniform(0, 63, len(rows)), "y_px": rng.uniform(0, 63, len(rows))}
+
+
+def test_overlay_colours_layers_or_for_one_layer_species():
+    from matplotlib.colors import to_hex
+
+    from gombnet.report.overlay import overlay_figure
+
+    classes = ["W", "S2", "SSe"]
+    image = np.random.default_rng(1).random((64, 64))
+    two = overlay_figure(image, _atoms(2, classes), n_layers=2, class_names=classes, pixel_size_angstrom=0.1)
+    assert [ax.get_title() for ax in two.axes] == ["all layers", "layer 0", "layer 1"]
+    layer0 = {to_hex(c.get_facecolor()[0]) for c in two.axes[1].collections}
+    assert len(layer0) == 1  # one colour per layer, the species by marker
+    one = overlay_figure(image, _atoms(1, classes), n_layers=1, class_names=classes, pixel_size_angstrom=0.1)
+    assert [ax.get_title() for ax in one.axes] == ["image", "layer 0"]
+    assert not one.axes[0].collections  # the bare image beside the atoms
+    colours = [to_hex(c.get_facecolor()[0]) for c in one.axes[1].collections]
+    assert len(set(colours)) == 3
+    labels = [t.get_text() for t in one.axes[1].get_legend().get_texts()]
+    assert labels == ["W (4)", "S2 (4)", "SSe (4)"]

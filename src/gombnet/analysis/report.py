@@ -5,7 +5,8 @@ Input: a folder written by ``gombnet predict`` (``atoms.csv``, ``summary.json``,
 ``bonds.png``, ``reconstruction.png``, for TMDs ``stacking.png`` and ``se_sites.png``, and
 ``report.html`` (self-contained: figures embedded). Graphene gets C-C bonds, lattice
 constants and twist; TMDs get W-W lattice constants, twist, Se fraction per layer with
-Vegard's law, moiré stacking maps and the Se-site statistics.
+Vegard's law, column brightness ratios, moiré stacking maps and the Se-site statistics. Every
+result is checked against the image's lattice for a wrong pixel size.
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ import numpy as np
 from ..atomic import check_output_path, write_text_atomic
 from ..errors import GombnetError, check
 from ..jsonio import dumps, json_safe
-from . import bonds, composition, lattice, moire, stats
+from ..simulation.lattices import get_material
+from . import bonds, composition, contrast, lattice, moire, stats
 
 CHALCOGEN_CLASSES = ("S2", "SSe", "Se2")
 GRAPHENE_BOND_MAX_ANGSTROM = 1.75  # C-C is 1.42 Å; second neighbours are at 2.46 Å
+# Beyond this relative mismatch of the lattice constants the pixel size is called into question:
+# wider than Vegard's-law and strain effects in a TMD (WS2 3.15 Å to Janus WSSe 3.24 Å, ~3 %).
+CALIBRATION_TOLERANCE = 0.04
+# Below this metal : chalcogen brightness a one-layer TMD result is called into question
+# (contrast.py: a WS2 monolayer shows 2-4, MoS2 about 2; end-on 2H stacks about 1).
+MONOLAYER_MIN_METAL_CONTRAST = 1.4
 OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
                 "se_sites.png")
 
@@ -73,10 +81,13 @@ def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom) -> tuple[dict, d
 
 
 def tmd_analysis(atoms: dict, n_layers: int, class_names, fov_angstrom, shape, pixel_size_angstrom: float,
-                 *, rng: np.random.Generator, n_bootstrap: int) -> tuple[dict, dict]:
-    """W-W lattice, W-X bonds, Se fraction and Vegard estimate per layer; twist; moiré maps."""
+                 *, rng: np.random.Generator, n_bootstrap: int, image=None) -> tuple[dict, dict]:
+    """W-W lattice, W-X bonds, Se fraction and Vegard estimate per layer; column brightness
+    ratios per layer (with ``image``); twist; moiré maps."""
     chalcogens = [c for c in class_names if c in CHALCOGEN_CLASSES]
     out, extra = {"layers": {}}, {}
+    brightness = (None if image is None or not len(atoms["x_px"]) else
+                  contrast.column_brightness(image, atoms["x_px"], atoms["y_px"], pixel_size_angstrom))
     for layer in range(n_layers):
         w = _positions(atoms, layer, "W")
         x = _positions(atoms, layer, chalcogens)
@@ -95,6 +106,8 @@ def tmd_analysis(atoms: dict, n_layers: int, class_names, fov_angstrom, shape, p
             entry["se_fraction"] = _as_dict(se)
             if not isinstance(se, dict):
                 entry["vegard_lattice_constant_angstrom"] = float(composition.vegard_lattice_constant(se.x))
+        if brightness is not None:
+            entry["brightness"] = _layer_brightness(brightness, atoms, layer, chalcogens)
         out["layers"][f"layer{layer}"] = entry
     if n_layers >= 2:
         w_a, w_b = _positions(atoms, 0, "W"), _positions(atoms, 1, "W")
@@ -189,6 +202,70 @@ def reconstruction_figure(image, reconstruction, numbers: dict):
     return fig
 
 
+def _layer_brightness(brightness, atoms: dict, layer: int, chalcogens) -> dict:
+    """Brightness medians and ratios of one layer's columns, and metal over all chalcogens."""
+    sel = atoms["layer"] == layer
+    b, species = brightness[sel], atoms["species"][sel]
+    out = contrast.brightness_ratios(b, species)
+    metal, chal = b[species == "W"], b[np.isin(species, chalcogens)]
+    if len(metal) >= 5 and len(chal) >= 5 and np.median(chal) > 0:
+        out["metal_over_chalcogen"] = float(np.median(metal) / np.median(chal))
+    return out
+
+
+def calibration_check(material: str, result: dict, pixel_size_angstrom: float, *,
+                      tolerance: float = CALIBRATION_TOLERANCE) -> dict | None:
+    """Check the image's pixel size against the lattice constant the image shows.
+
+    The strongest lattice of the image's Fourier transform (``result["fft"]``; independent of
+    the atoms found, so a model that mislabels atoms cannot fake a calibration error), else the
+    median lattice constant of the layers' atoms, is compared with the material's: graphene
+    2.460 Å; a TMD by Vegard's law at the layers' median Se fraction (3.15 Å without Se). The
+    ratio is the factor by which the pixel size would have to change for the lattice to come
+    out right; a file whose calibration is off (a wrong tag, a magnification not recalibrated)
+    shows as a factor beyond ``tolerance``.
+
+    Parameters
+    ----------
+    material : {"graphene", "tmd"}
+    result : dict
+        ``analysis.json`` so far: its ``fft`` and ``layers`` (``lattice.a_angstrom`` and, for
+        TMDs, ``vegard_lattice_constant_angstrom`` of each layer).
+    pixel_size_angstrom : float
+        Pixel size the image was read with [Å/px].
+    tolerance : float
+        Largest relative mismatch still called consistent.
+
+    Returns
+    -------
+    dict or None
+        ``measured_a_angstrom`` and its ``source``, ``expected_a_angstrom``, ``scale``
+        (expected / measured), ``suggested_pixel_size_angstrom`` and ``consistent``; None when
+        the material has no reference or no lattice was measured.
+    """
+    if material not in ("graphene", "tmd"):
+        return None
+    layers = result.get("layers", {}).values()
+    if material == "graphene":
+        expected = get_material("graphene").lattice_constant_angstrom
+    else:
+        vegard = [la["vegard_lattice_constant_angstrom"] for la in layers if "vegard_lattice_constant_angstrom" in la]
+        expected = float(np.median(vegard)) if vegard else composition.A_WS2_ANGSTROM
+    fft_lattices = result.get("fft", {}).get("lattices") or []
+    atoms_a = [la["lattice"]["a_angstrom"] for la in layers if la.get("lattice", {}).get("a_angstrom")]
+    if fft_lattices:
+        measured, source = max(fft_lattices, key=lambda f: f["strength"])["a_angstrom"], "fft"
+    elif atoms_a:
+        measured, source = float(np.median(atoms_a)), "atoms"
+    else:
+        return None
+    scale = expected / measured
+    return {"measured_a_angstrom": float(measured), "source": source, "expected_a_angstrom": float(expected),
+            "scale": float(scale), "pixel_size_angstrom": float(pixel_size_angstrom),
+            "suggested_pixel_size_angstrom": float(pixel_size_angstrom) * scale,
+            "tolerance": float(tolerance), "consistent": bool(abs(scale - 1.0) <= tolerance)}
+
+
 def _headline(material: str, result: dict) -> str:
     parts = []
     for name, layer in result.get("layers", {}).items():
@@ -205,6 +282,16 @@ def _headline(material: str, result: dict) -> str:
     twist = result.get("twist", {})
     if "twist_deg" in twist:
         parts.append(f"twist {twist['twist_deg']:.2f}°")
+    layers = result.get("layers", {})
+    if material == "tmd" and len(layers) == 1:
+        ratio = next(iter(layers.values())).get("brightness", {}).get("metal_over_chalcogen")
+        if ratio is not None and ratio < MONOLAYER_MIN_METAL_CONTRAST:
+            parts.append(f"NOT A MONOLAYER? metal columns only {ratio:.2f}x as bright as the chalcogen columns "
+                         f"(a WS2 monolayer: 2-4x; a 2H-stacked bilayer: about 1x)")
+    cal = result.get("calibration")
+    if cal and not cal["consistent"]:
+        parts.append(f"CHECK THE PIXEL SIZE: the lattice says {cal['suggested_pixel_size_angstrom']:.4f} Å/px, "
+                     f"not {cal['pixel_size_angstrom']:.4f} (predict --pixel-size)")
     return "; ".join(parts)
 
 
@@ -259,7 +346,7 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
                                                       title=f"C–C bonds, {len(distances)} layers")
     elif material == "tmd":
         part, extra = tmd_analysis(atoms, n_layers, class_names, box, image.shape, px,
-                                   rng=np.random.default_rng(seed), n_bootstrap=n_bootstrap)
+                                   rng=np.random.default_rng(seed), n_bootstrap=n_bootstrap, image=image)
         result.update(part)
         all_d = np.concatenate([np.zeros(0), *extra.get("w_x", {}).values()])
         if len(all_d) >= 3:
@@ -281,6 +368,9 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
         result["fft"] = _as_dict(fft)
     except GombnetError as exc:
         result["fft"] = {"error": str(exc)}
+    calibration = calibration_check(material, result, px)
+    if calibration is not None:
+        result["calibration"] = calibration
     result["headline"] = _headline(material, result)
     result = json_safe(result)
     for name, fig in figures.items():

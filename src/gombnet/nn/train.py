@@ -202,14 +202,16 @@ def _init_from(model: GombNet, source: str, n_layers: int, class_names: list, sa
 
     If ``model`` has one level more than the trained model, the trained model is embedded in
     it (:func:`gombnet.nn.deepen.deepen_into`; ``sample_images()`` gives the normalised images
-    for the new level's batch-norm statistics).
+    for the new level's batch-norm statistics). A model with fewer layers (e.g. a monolayer
+    model from a bilayer one with the same classes) takes the shared encoder and the first
+    ``n_layers`` decoders; the branches are interchangeable, as the Gomb loss trains them.
     """
     from .checkpoint import load_model
     from .deepen import deepen_into
 
     src = load_model(source)  # float32 whatever the stored dtype (load_state converts)
     cfg = src.gombnet_config
-    check(list(cfg["class_names"]) == list(class_names) and int(cfg["n_layers"]) == n_layers,
+    check(list(cfg["class_names"]) == list(class_names) and 1 <= n_layers <= int(cfg["n_layers"]),
           f"--init {source}: its classes {cfg['class_names']} x {cfg['n_layers']} layers do not match the "
           f"data's {class_names} x {n_layers} layers")
     theirs_filters, own_filters = list(src.config["filters"]), list(model.config["filters"])
@@ -217,11 +219,13 @@ def _init_from(model: GombNet, source: str, n_layers: int, class_names: list, sa
         deepen_into(model, src, sample_images())
         return
     own, theirs = model.state_dict(), src.state_dict()
+    if n_layers < int(cfg["n_layers"]):  # the surplus decoders' weights are not needed
+        theirs = {k: v for k, v in theirs.items() if k in own}
     check(set(own) == set(theirs) and all(own[k].shape == theirs[k].shape for k in own),
           f"--init {source}: its architecture ({cfg['architecture']}) differs from this run's; "
           f"use the same --arch and --filters ({','.join(map(str, theirs_filters))}), or these filters plus "
           f"one more width to deepen it")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in theirs.items()})
+    model.load_state_dict(theirs)
 
 
 def _loss_fn(cfg: TrainConfig, n_layers: int):

@@ -13,7 +13,7 @@ SPECIES_MARKERS = ("o", "s", "^", "D", "v")
 def overlay_figure(image: np.ndarray, atoms: dict, *, n_layers: int, class_names, pixel_size_angstrom: float,
                    title: str = "", marker_size: float | None = None):
     """Figure with the image and atoms coloured by layer (marker by species), plus one
-    panel per layer.
+    panel per layer. With one layer: the bare image beside its atoms coloured by species.
 
     Parameters
     ----------
@@ -37,28 +37,30 @@ def overlay_figure(image: np.ndarray, atoms: dict, *, n_layers: int, class_names
     lo, hi = np.percentile(image, [0.5, 99.5])
     if marker_size is None:  # shrink markers on large fields of view
         marker_size = float(np.clip(4000.0 / max(h, w), 0.5, 12))
+    single = n_layers == 1  # one layer: colour tells the species apart instead of the layer
+    legend_panel = 1 if single else 0
     handles = []
     for k, ax in enumerate(axes):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        layers = range(n_layers) if k == 0 else [k - 1]
+        layers = [] if single and k == 0 else range(n_layers) if k == 0 else [k - 1]
         for layer in layers:
             for s, name in enumerate(class_names):
                 sel = (atoms["layer"] == layer) & (atoms["species"] == name)
-                ax.scatter(atoms["x_px"][sel], atoms["y_px"][sel], s=marker_size,
-                           marker=SPECIES_MARKERS[s % len(SPECIES_MARKERS)],
-                           facecolors="none" if k == 0 else LAYER_COLOURS[layer % len(LAYER_COLOURS)],
-                           edgecolors=LAYER_COLOURS[layer % len(LAYER_COLOURS)], linewidths=0.6)
-                if k == 0:
-                    handles.append(Line2D([], [], ls="", marker=SPECIES_MARKERS[s % len(SPECIES_MARKERS)],
-                                          mfc="none", mec=LAYER_COLOURS[layer % len(LAYER_COLOURS)],
-                                          label=f"layer {layer} {name} ({int(sel.sum())})"))
+                colour = LAYER_COLOURS[(s if single else layer) % len(LAYER_COLOURS)]
+                marker = SPECIES_MARKERS[s % len(SPECIES_MARKERS)]
+                ax.scatter(atoms["x_px"][sel], atoms["y_px"][sel], s=marker_size, marker=marker,
+                           facecolors="none" if k == 0 else colour, edgecolors=colour, linewidths=0.6)
+                if k == legend_panel:
+                    handles.append(Line2D([], [], ls="", marker=marker, mfc="none" if k == 0 else colour, mec=colour,
+                                          label=f"{name} ({int(sel.sum())})" if single else
+                                          f"layer {layer} {name} ({int(sel.sum())})"))
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title("all layers" if k == 0 else f"layer {k - 1}")
+        ax.set_title(("image" if single else "all layers") if k == 0 else f"layer {k - 1}")
         _scale_bar(ax, w, h, pixel_size_angstrom)
-    axes[0].legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.8)
+    axes[legend_panel].legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.8)
     if title:
         fig.suptitle(title)
     return fig

@@ -1,0 +1,54 @@
+import pytest
+
+from gombnet.analysis.composition import A_WS2_ANGSTROM, vegard_lattice_constant
+from gombnet.analysis.report import _headline, calibration_check
+
+
+def _fft(*pairs):
+    return {"lattices": [{"a_angstrom": a, "strength": s} for a, s in pairs]}
+
+
+def test_consistent_graphene_calibration():
+    cal = calibration_check("graphene", {"fft": _fft((2.45, 1.0))}, 0.1)
+    assert cal["consistent"] and cal["source"] == "fft"
+    assert cal["suggested_pixel_size_angstrom"] == pytest.approx(0.1 * 2.46 / 2.45)
+
+
+def test_wrong_pixel_size_is_flagged_with_the_right_one():
+    # an image of 0.11 Å/px read as 0.10: the lattice comes out 10 % small
+    cal = calibration_check("graphene", {"fft": _fft((2.46 / 1.1, 1.0), (1.9, 0.3))}, 0.10)
+    assert not cal["consistent"]
+    assert cal["measured_a_angstrom"] == pytest.approx(2.46 / 1.1)  # the strongest lattice
+    assert cal["suggested_pixel_size_angstrom"] == pytest.approx(0.11)
+    headline = _headline("graphene", {"layers": {}, "calibration": cal})
+    assert "CHECK THE PIXEL SIZE" in headline and "0.1100" in headline
+
+
+def test_tmd_reference_follows_the_se_fraction():
+    x = 0.5
+    layers = {"layer0": {"vegard_lattice_constant_angstrom": vegard_lattice_constant(x)}}
+    cal = calibration_check("tmd", {"fft": _fft((vegard_lattice_constant(x), 1.0)), "layers": layers}, 0.1)
+    assert cal["expected_a_angstrom"] == pytest.approx(vegard_lattice_constant(x))
+    assert cal["scale"] == pytest.approx(1.0)
+    no_se = calibration_check("tmd", {"fft": _fft((3.0, 1.0))}, 0.1)
+    assert no_se["expected_a_angstrom"] == A_WS2_ANGSTROM and not no_se["consistent"]
+
+
+def test_atoms_stand_in_when_the_fft_found_no_lattice():
+    result = {"fft": {"error": "no lattice"}, "layers": {"layer0": {"lattice": {"a_angstrom": 2.40}},
+                                                         "layer1": {"lattice": {"error": "too few atoms"}}}}
+    cal = calibration_check("graphene", result, 0.1)
+    assert cal["source"] == "atoms" and cal["measured_a_angstrom"] == pytest.approx(2.40)
+    assert calibration_check("graphene", {"fft": {"error": "x"}, "layers": {}}, 0.1) is None
+    assert calibration_check("other", {"fft": _fft((2.0, 1.0))}, 0.1) is None
+
+
+def test_monolayer_result_with_dim_metal_columns_is_questioned():
+    def headline(ratio, n_layers=1):
+        layers = {f"layer{k}": {"counts": {"W": 10}, "brightness": {"metal_over_chalcogen": ratio}}
+                  for k in range(n_layers)}
+        return _headline("tmd", {"layers": layers})
+
+    assert "NOT A MONOLAYER?" in headline(1.16)
+    assert "NOT A MONOLAYER?" not in headline(3.9)
+    assert "NOT A MONOLAYER?" not in headline(1.16, n_layers=2)  # bilayer columns overlap: no rule
