@@ -18,6 +18,7 @@ abTEM is GPL-3.0, so it is an optional extra, not a dependency of gombnet:
     pip install -e ".[multislice]"
     python benchmarks/bench_multislice.py --model graphene --twists 5,13.2,21.8,30 --json out.json
     python benchmarks/bench_multislice.py --preset ws2-wsse --model ws2-wsse --se-fraction 0.3
+    python benchmarks/bench_multislice.py --preset ws2-wsse --model ws2-wsse-monolayer --layers 1 --configs 5
 
 About 1 min per 20 x 20 Å multislice image on a 2-core CPU (60 kV, 30 mrad, PRISM
 interpolation 3; abTEM agrees with its plain multislice to a correlation of 0.99994 here).
@@ -116,18 +117,18 @@ def haadf_multislice(layers: list, spacing_angstrom: float, cell_angstrom: float
 
 
 def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, preset: str,
-          lattice_layers: bool = True) -> dict:
+          lattice_layers: bool = True, n_layers: int = 2) -> dict:
     """Atom F1 per layer (and class), RMSE, Se-S in the Se-free layer, graphene's C-C bonds and the
-    twist of the atoms ``model`` finds in ``image``."""
+    twist (two layers) of the atoms ``model`` finds in ``image``."""
     h, w = image.shape
     classes = PRESETS[preset]["classes"]
     result = predict(image, model, pixel_size_angstrom=pixel, lattice_layers=lattice_layers)
     found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
     # Se-S in the Se-free layer per chalcogen column found there, as gombnet evaluate counts it
     m = best_atom_assignment(inside_border(found, h, w, edge_px), inside_border(cols, h, w, edge_px),
-                             n_layers=2, class_names=classes, radius_px=0.5 / pixel, pixel_size_angstrom=pixel,
+                             n_layers=n_layers, class_names=classes, radius_px=0.5 / pixel, pixel_size_angstrom=pixel,
                              dopant_class=dopant_class(classes), dopant_sites=dopant_sites(classes))
-    lattice = [found["channel"] == i * len(classes) + PRESETS[preset]["lattice_class"] for i in range(2)]
+    lattice = [found["channel"] == i * len(classes) + PRESETS[preset]["lattice_class"] for i in range(n_layers)]
     xy_found = [np.c_[found["x_px"], found["y_px"]][sel] * pixel for sel in lattice]
     stats = None
     if preset == "graphene":
@@ -137,11 +138,12 @@ def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, pr
         bonds = np.concatenate(bonds) if bonds else np.zeros(0)
         stats = bond_statistics(bonds) if len(bonds) >= 2 else None
     try:
-        found_twist = twist_angle(*xy_found, kind="honeycomb" if preset == "graphene" else "triangular").twist_deg
+        found_twist = (twist_angle(*xy_found, kind="honeycomb" if preset == "graphene" else "triangular").twist_deg
+                       if n_layers == 2 else float("nan"))
     except GombnetError:  # too few atoms in a layer to measure a lattice
         found_twist = float("nan")
     dopant = m.get("dopant") or {}
-    return {"f1_per_layer": [m["per_layer"][f"layer{i}"]["f1"] for i in range(2)],
+    return {"f1_per_layer": [m["per_layer"][f"layer{i}"]["f1"] for i in range(n_layers)],
             "f1_per_layer_class": {k: v["f1"] for k, v in m["per_layer_class"].items()},
             "rmse_angstrom": m["overall"]["rmse_angstrom"], "n_found": [int(s.sum()) for s in lattice],
             "dopant_wrong_layer_rate": dopant.get("wrong_layer_rate"),
@@ -154,7 +156,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="graphene")
     ap.add_argument("--model", action="append", help="model name or path (repeatable; default: the preset)")
-    ap.add_argument("--se-fraction", type=float, default=0.3, help="ws2-wsse: Se fraction x of layer 1")
+    ap.add_argument("--se-fraction", type=float, default=0.3,
+                    help="ws2-wsse: Se fraction x of layer 1 (of the one layer with --layers 1)")
+    ap.add_argument("--layers", type=int, choices=(1, 2), default=2,
+                    help="2: twisted bilayers; 1: monolayers (for one-layer models; --twists is ignored)")
     ap.add_argument("--twists", default="5,13.2,21.8,30", help="twist angles [deg], comma-separated")
     ap.add_argument("--configs", type=int, default=2,
                     help="structures per twist (random orientation and layer shifts)")
@@ -184,7 +189,7 @@ def main() -> None:
     # images differ in the last bits from run to run, which changes the Poisson draws
     checks = {"on": [True], "off": [False], "both": [True, False]}[args.lattice_layers]
     spec = PRESETS[args.preset]
-    twists = [float(t) for t in args.twists.split(",")]
+    twists = [float(t) for t in args.twists.split(",")] if args.layers == 2 else [0.0]
     doses = [float(d) for d in args.doses.split(",")]
     detector = tuple(float(v) for v in args.detector_mrad.split(","))
     margin = 5.0  # Å of structure beyond the scan on each side: the PRISM window stays inside the cell
@@ -197,7 +202,8 @@ def main() -> None:
         for config in range(args.configs):
             rotation = rng.uniform(0, 60)
             layers = [layer_atoms(args.preset, rotation + i * twist, rng.uniform(-1, 1, 2), cell, rng,
-                                  se_fraction=args.se_fraction if i == 1 else 0.0) for i in range(2)]
+                                  se_fraction=args.se_fraction if i == args.layers - 1 else 0.0)
+                      for i in range(args.layers)]
             t0 = time.perf_counter()
             multislice, start, step = haadf_multislice(
                 [(xyz, sym) for xyz, sym, _, _ in layers], spec["spacing"], cell,
@@ -230,12 +236,12 @@ def main() -> None:
                         row = {"twist_deg": twist, "config": config, "rotation_deg": rotation,
                                "dose_counts_per_px": dose, "model": name, "simulator": simulator,
                                "pixel_size_angstrom": pixel, "image_px": [h, w],
-                               "n_true": [int(np.sum(cols["layer"] == i)) for i in range(2)],
+                               "n_true": [int(np.sum(cols["layer"] == i)) for i in range(args.layers)],
                                "multislice_seconds": round(t_sim, 1),
                                **score(noisy, model, cols, pixel, args.edge_angstrom / pixel, args.preset,
-                                       lattice_layers=check)}
+                                       lattice_layers=check, n_layers=args.layers)}
                         rows.append(row)
-                        f1 = row["f1_per_layer"]
+                        f1 = row["f1_per_layer"] + [float("nan")] * (2 - args.layers)
                         print(f"{twist:6.1f} {dose:6.0f} {name[:14]:14s} {simulator:10s} {f1[0]:6.3f} {f1[1]:6.3f} "
                               f"{row['rmse_angstrom']:7.3f} {row['cc_mean_angstrom'] or float('nan'):6.3f} "
                               f"{row['cc_fwhm_angstrom'] or float('nan'):7.3f} {row['twist_found_deg']:11.2f}",
@@ -250,10 +256,11 @@ def main() -> None:
                        and r["dose_counts_per_px"] == dose]
                 f1 = np.array([r["f1_per_layer"] for r in sel])
                 err = [abs(r["twist_found_deg"] - r["twist_deg"]) for r in sel]
+                twist = (f", median |twist error| {np.nanmedian(err):.2f}° (max {np.nanmax(err):.2f}°)"
+                         if args.layers == 2 else "")
                 print(f"{name} on {simulator} images at {dose:.0f} counts/px ({len(sel)}): median F1 "
-                      f"{np.median(f1[:, 0]):.3f} / {np.median(f1[:, 1]):.3f} (min {f1.min():.3f}), median RMSE "
-                      f"{np.median([r['rmse_angstrom'] for r in sel]):.3f} Å, median |twist error| "
-                      f"{np.nanmedian(err):.2f}° (max {np.nanmax(err):.2f}°)")
+                      f"{' / '.join(f'{v:.3f}' for v in np.median(f1, axis=0))} (min {f1.min():.3f}), median RMSE "
+                      f"{np.median([r['rmse_angstrom'] for r in sel]):.3f} Å{twist}")
                 if len(spec["classes"]) > 1:
                     per_class = {k: np.median([r["f1_per_layer_class"][k] for r in sel])
                                  for k in sel[0]["f1_per_layer_class"]}
