@@ -86,7 +86,9 @@ def main() -> None:
                 rows.append(one(path, model, name, first["lattice_says_pixel_size"]))
                 print(json.dumps(rows[-1]))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":

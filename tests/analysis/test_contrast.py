@@ -18,7 +18,9 @@ def _spots(amplitudes, pixel_size=0.1, spacing_angstrom=3.0, n=6):
             a = amplitudes[(i + j) % len(amplitudes)]
             x, y = x + rng.uniform(-0.5, 0.5), y + rng.uniform(-0.5, 0.5)
             image += a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * (0.4 / pixel_size) ** 2))
-            xs.append(x), ys.append(y), amp.append(a)
+            xs.append(x)
+            ys.append(y)
+            amp.append(a)
     return image, np.array(xs), np.array(ys), np.array(amp)
 
 

@@ -89,4 +89,5 @@ def test_monolayer_model_finds_the_se_of_a_janus_monolayer():
     f1 = {k.split("/")[-1]: v["f1"] for k, v in m["per_layer_class"].items()}
     # a bilayer model splits a monolayer into two patchy layers; this one keeps it whole
     assert set(np.unique(result.atoms["layer"])) == {0}
-    assert f1["W"] > 0.95 and f1["S2"] > 0.8 and f1["SSe"] > 0.8, f1
+    # the shipped model: 0.955 / 0.955 / 0.953 here (the border columns of 256 px cost a few %)
+    assert f1["W"] > 0.9 and f1["S2"] > 0.85 and f1["SSe"] > 0.85, f1
