@@ -205,3 +205,14 @@ def test_with_overrides_errors(setting, words):
     assert "\n" not in msg
     for w in words:
         assert w in msg
+
+
+def test_monolayer_preset_is_the_bilayer_one_with_one_layer():
+    from gombnet.simulation.presets import with_overrides
+
+    mono = load_preset("ws2-wsse-monolayer")
+    same = with_overrides("ws2-wsse", ['structure.materials=["WS2"]', "n_layers=1",
+                                       "image.z_exponent=[1.4, 1.9]", "image.heavy_atom_scale=[0.5, 1.0]"])
+    assert mono.n_layers == 1 and mono.class_names == ("W", "S2", "SSe")
+    differ = {k for k, v in mono.to_dict().items() if same.to_dict().get(k) != v}
+    assert differ <= {"name", "description"}, differ
