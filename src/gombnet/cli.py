@@ -56,9 +56,11 @@ def presets(details: bool = typer.Option(False, "--details", help="Print each pr
     """List the built-in simulation presets."""
     from .simulation.presets import list_presets, load_preset
 
-    for name in list_presets():
+    names = list_presets()
+    width = max(len(n) for n in names)
+    for name in names:
         p = load_preset(name)
-        typer.echo(f"{name:12s} {p.n_layers} layer{'s' if p.n_layers != 1 else ''}, classes {', '.join(p.class_names)}, "
+        typer.echo(f"{name:{width}s} {p.n_layers} layer{'s' if p.n_layers != 1 else ''}, classes {', '.join(p.class_names)}, "
                    f"{p.image_size_px}x{p.image_size_px} px")
         if details:
             typer.echo(p.to_toml())
