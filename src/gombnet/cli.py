@@ -30,6 +30,10 @@ LATTICE_LAYERS_OPTION = typer.Option(True, help="Give regions where the network 
                                                 "twisted 8 degrees or more from aligned).")
 
 
+def _layers(n: int) -> str:
+    return f"{n} layer{'s' if n != 1 else ''}"
+
+
 def _fail(message: str, code: int = 2):
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -60,7 +64,7 @@ def presets(details: bool = typer.Option(False, "--details", help="Print each pr
     width = max(len(n) for n in names)
     for name in names:
         p = load_preset(name)
-        typer.echo(f"{name:{width}s} {p.n_layers} layer{'s' if p.n_layers != 1 else ''}, classes {', '.join(p.class_names)}, "
+        typer.echo(f"{name:{width}s} {_layers(p.n_layers)}, classes {', '.join(p.class_names)}, "
                    f"{p.image_size_px}x{p.image_size_px} px")
         if details:
             typer.echo(p.to_toml())
@@ -269,11 +273,12 @@ def _class_weights(items: Optional[List[str]]) -> Optional[dict]:
     for item in items:
         name, _, value = item.partition("=")
         try:
-            weights[name.strip()] = float(value)
+            weight = float(value)
         except ValueError:
             _fail(f"--class-weight must be NAME=WEIGHT, got {item!r}")
-        if not (weights[name.strip()] > 0 and weights[name.strip()] < float("inf")):
+        if not (weight > 0 and weight < float("inf")):
             _fail(f"--class-weight {item!r}: the weight must be a positive number")
+        weights[name.strip()] = weight
     return weights
 
 
@@ -412,8 +417,7 @@ def models():
         typer.echo("no models are shipped in this installation")
     for name in names:
         card = read_config(WEIGHTS_DIR / f"{name}.json")
-        n_layers = int(card["n_layers"])
-        typer.echo(f"{name}: {', '.join(card['class_names'])} x {n_layers} layer{'s' if n_layers != 1 else ''}, "
+        typer.echo(f"{name}: {', '.join(card['class_names'])} x {_layers(int(card['n_layers']))}, "
                    f"{card.get('pixel_size_angstrom', float('nan')):.3f} Å/px")
         for key in ("description", "command"):
             if key in card:

@@ -51,9 +51,8 @@ def test_simulated_monolayer_shows_its_z_contrast():
     from gombnet.simulation import simulate_sample
     from gombnet.simulation.presets import with_overrides
 
-    mono = with_overrides("ws2-wsse", ['structure.materials=["WS2"]', "n_layers=1",
-                                       "substitution.scenario_weights=[0, 1, 0, 0]",
-                                       "substitution.sublayer_fraction=0.5", "image.heavy_atom_scale=[0.5, 1.0]"])
+    mono = with_overrides("ws2-wsse-monolayer", ["substitution.scenario_weights=[0, 1, 0, 0]",
+                                                 "substitution.sublayer_fraction=0.5"])
     s = simulate_sample(dataclasses.replace(mono, **DEMO_CONDITIONS), np.random.default_rng(1), image_size_px=256)
     n, k = s.params["z_exponent"], s.params["heavy_atom_scale"]
     r = brightness_ratios(column_brightness(s.image, s.columns["x_px"], s.columns["y_px"], s.params["pixel_size_angstrom"]),

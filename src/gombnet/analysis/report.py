@@ -267,8 +267,8 @@ def calibration_check(material: str, result: dict, pixel_size_angstrom: float, *
 
 
 def _headline(material: str, result: dict) -> str:
-    parts = []
-    for name, layer in result.get("layers", {}).items():
+    parts, layers = [], result.get("layers", {})
+    for name, layer in layers.items():
         if material == "graphene":
             b = layer.get("bonds", {})
             parts.append(f"{name} {layer['n_atoms']} C, C-C {b.get('mean', float('nan')):.3f} Å"
@@ -282,7 +282,6 @@ def _headline(material: str, result: dict) -> str:
     twist = result.get("twist", {})
     if "twist_deg" in twist:
         parts.append(f"twist {twist['twist_deg']:.2f}°")
-    layers = result.get("layers", {})
     if material == "tmd" and len(layers) == 1:
         ratio = next(iter(layers.values())).get("brightness", {}).get("metal_over_chalcogen")
         if ratio is not None and ratio < MONOLAYER_MIN_METAL_CONTRAST:
