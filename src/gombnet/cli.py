@@ -322,7 +322,8 @@ def _run_batch(items, work, what: str) -> None:
 @app.command()
 @user_errors
 def predict(
-    files: List[Path] = typer.Argument(..., help="Microscope files (.emd, .dm3/.dm4, .ser, .tif, .mrc, .npy/.npz, .png)."),
+    files: Optional[List[Path]] = typer.Argument(
+        None, help="Microscope files (.emd, .dm3/.dm4, .ser, .tif, .mrc, .npy/.npz, .png)."),
     model: str = typer.Option(..., help="Shipped model name (see `gombnet models`), run folder or model file."),
     out: Path = typer.Option(Path("results"), help="Folder that receives one result folder per file."),
     pixel_size: Optional[float] = typer.Option(None, help="Pixel size [Å/px], overriding the file's calibration."),
@@ -335,6 +336,13 @@ def predict(
     class_weight: Optional[List[str]] = CLASS_WEIGHT_OPTION,
     lattice_layers: bool = LATTICE_LAYERS_OPTION,
     overwrite: bool = typer.Option(False, help="Replace existing result folders."),
+    watch: Optional[Path] = typer.Option(
+        None, help="Instead of FILES: process every image that appears in this folder, as soon as it is "
+                   "completely written (during an experiment); Ctrl+C stops. Files that already have "
+                   "results in --out are skipped."),
+    interval: float = typer.Option(2.0, help="With --watch: seconds between looks at the folder."),
+    idle_exit: Optional[float] = typer.Option(
+        None, help="With --watch: stop after this many seconds without a new file (default: until Ctrl+C)."),
 ):
     """Find the atoms of every layer in microscope images; one result folder per file."""
     import time
@@ -344,6 +352,8 @@ def predict(
     from .nn.checkpoint import load_model
     from .report.outputs import write_prediction
 
+    if (watch is None) == (not files):
+        _fail("give image files or --watch FOLDER" + (", not both" if files else ""))
     if tta not in TTA_CHOICES:
         _fail(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     try:
@@ -352,10 +362,9 @@ def predict(
         _fail(f"--frame must be 'sum' or an integer, got {frame!r}")
     weights = _class_weights(class_weight)
     loaded = load_model(model, device=device or "cpu")
-    names = dict(zip(files, _result_names(files)))
 
-    def work(path: Path) -> None:
-        folder = out / names[path]
+    def work(path: Path, name: str) -> None:
+        folder = out / name
         if folder.exists() and not overwrite:
             raise GombnetError(f"{folder} exists; pass --overwrite to replace it")
         t0 = time.perf_counter()
@@ -375,9 +384,41 @@ def predict(
         if analyze:
             from .analysis.report import analyze_folder
 
-            analyze_folder(folder, overwrite=True)
+            typer.echo(f"  {analyze_folder(folder, overwrite=True)['headline']}")
 
-    _run_batch(list(files), work, "predicting")
+    if watch is None:
+        names = dict(zip(files, _result_names(files)))
+        _run_batch(list(files), lambda path: work(path, names[path]), "predicting")
+    else:
+        _watch(watch, out, work, interval_s=interval, idle_exit_s=idle_exit)
+
+
+def _watch(folder: Path, out: Path, work, *, interval_s: float, idle_exit_s: Optional[float]) -> None:
+    """Run ``work(path, result_name)`` on each new image of ``folder``; errors are printed as they come."""
+    from .inference.watch import image_files, new_images
+
+    def result_name(path: Path) -> str:
+        # the same names as `gombnet predict` on the folder's files of the moment
+        files = image_files(folder)
+        return dict(zip(files, _result_names(files))).get(path, path.stem)
+
+    images = new_images(folder, interval_s=interval_s, idle_exit_s=idle_exit_s,
+                        is_done=lambda path: (out / result_name(path)).exists())
+    done, failed = 0, 0
+    typer.echo(f"watching {folder} for new images (Ctrl+C to stop); results -> {out}")
+    try:
+        for path in images:
+            try:
+                work(path, result_name(path))
+                done += 1
+            except GombnetError as exc:
+                failed += 1
+                typer.echo(f"error: {exc if path.name in str(exc) else f'{path.name}: {exc}'}", err=True)
+    except KeyboardInterrupt:
+        pass  # the normal way to stop watching; results are written atomically, nothing is half-written
+    typer.echo(f"stopped watching {folder}: {done} new result(s)" + (f", {failed} failed" if failed else ""))
+    if failed:
+        raise typer.Exit(2)
 
 
 @app.command()
