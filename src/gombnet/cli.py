@@ -426,13 +426,19 @@ def _watch(folder: Path, out: Path, work, *, interval_s: float, idle_exit_s: Opt
 def analyze(
     folders: List[Path] = typer.Argument(..., help="Result folders written by `gombnet predict`."),
     vegard: Optional[Path] = typer.Option(None, help="Also write a Vegard's-law plot across all folders here (PNG)."),
+    table: Optional[Path] = typer.Option(None, help="Also write one CSV table across all folders here: a row "
+                                                    "per image and layer (atoms, lattice, bonds, Se fraction)."),
     seed: int = typer.Option(0, help="Seed of the bootstrap resampling."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the Se-site statistics."),
     overwrite: bool = typer.Option(False, help="Replace existing analysis files."),
 ):
     """Bond lengths, lattice and twist, composition, moiré stacking maps and an HTML report."""
     from .analysis.report import analyze_folder, vegard_across
+    from .atomic import check_output_path
 
+    for path in (vegard, table):  # refuse before a long batch, not after it
+        if path is not None:
+            check_output_path(path, overwrite)
     results = {}
 
     def work(folder: Path) -> None:
@@ -445,6 +451,11 @@ def analyze(
         if vegard is not None and len(results) > 0:
             vegard_across(list(results.values()), vegard, overwrite=overwrite)
             typer.echo(f"Vegard plot of {len(results)} results written to {vegard}")
+        if table is not None and len(results) > 0:
+            from .analysis.table import write_results_table
+
+            write_results_table({str(k): v for k, v in results.items()}, table, overwrite=overwrite)
+            typer.echo(f"table of {len(results)} results written to {table}")
 
 
 @app.command()
