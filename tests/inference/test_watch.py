@@ -82,12 +82,12 @@ def test_each_file_once_done_ones_skipped_changed_ones_again(tmp_path):
 ])
 def test_bad_parameters(tmp_path, kwargs, words):
     with pytest.raises(GombnetError, match=words):
-        next(new_images(tmp_path, **kwargs))
+        new_images(tmp_path, **kwargs)  # checked at the call, before any file
 
 
 def test_missing_folder(tmp_path):
     with pytest.raises(GombnetError, match="no such folder"):
-        next(new_images(tmp_path / "nowhere"))
+        new_images(tmp_path / "nowhere")
 
 
 def test_predict_watch_command(tmp_path, tiny_run, real_data):

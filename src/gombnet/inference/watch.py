@@ -48,10 +48,11 @@ def new_images(folder: str | os.PathLike, *, interval_s: float = 2.0, idle_exit_
     sleep, clock : callable, optional
         Waiting and time functions (replaceable in tests).
 
-    Yields
-    ------
-    pathlib.Path
-        Each ready file. A file written again later (new size or time) is yielded again.
+    Returns
+    -------
+    iterator of pathlib.Path
+        Each ready file, in order of arrival. A file written again later (new size or time) comes
+        again. The arguments are checked at the call, before the first look.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -60,7 +61,10 @@ def new_images(folder: str | os.PathLike, *, interval_s: float = 2.0, idle_exit_
         raise GombnetError(f"the poll interval must be > 0 s, got {interval_s}")
     if idle_exit_s is not None and not idle_exit_s >= 0:
         raise GombnetError(f"the idle time before stopping must be >= 0 s, got {idle_exit_s}")
+    return _poll(folder, interval_s, idle_exit_s, is_done, sleep, clock)  # checked now, not at the first file
 
+
+def _poll(folder: Path, interval_s, idle_exit_s, is_done, sleep, clock) -> Iterator[Path]:
     handled: dict[Path, tuple[int, int]] = {}  # file -> its (size, mtime) when handed over or skipped
     previous: dict[Path, tuple[int, int]] = {}  # file -> its (size, mtime) at the last look
     last_new = clock()
