@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", type=Path, default=REAL / "ws2_velox.emd")
     parser.add_argument("--model", default="ws2-wsse")
-    parser.add_argument("--interval", type=float, default=2.0, help="poll interval [s]")
+    parser.add_argument("--interval", type=float, default=1.0, help="poll interval [s]")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if not args.file.is_file():

@@ -340,7 +340,7 @@ def predict(
         None, help="Instead of FILES: process every image that appears in this folder, as soon as it is "
                    "completely written (during an experiment); Ctrl+C stops. Files that already have "
                    "results in --out are skipped."),
-    interval: float = typer.Option(2.0, help="With --watch: seconds between looks at the folder."),
+    interval: float = typer.Option(1.0, help="With --watch: seconds between looks at the folder."),
     idle_exit: Optional[float] = typer.Option(
         None, help="With --watch: stop after this many seconds without a new file (default: until Ctrl+C)."),
 ):

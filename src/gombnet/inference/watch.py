@@ -27,7 +27,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS and p.name[0] not in ".~")
 
 
-def new_images(folder: str | os.PathLike, *, interval_s: float = 2.0, idle_exit_s: float | None = None,
+def new_images(folder: str | os.PathLike, *, interval_s: float = 1.0, idle_exit_s: float | None = None,
                is_done: Callable[[Path], bool] = lambda path: False,
                sleep: Callable[[float], None] = time.sleep,
                clock: Callable[[], float] = time.monotonic) -> Iterator[Path]:
