@@ -58,11 +58,12 @@ def test_analyze_table_command(tmp_path, real_data):
     runner = CliRunner()
     out = tmp_path / "results"
     result = runner.invoke(app, ["predict", str(real_data / "twisted_bilayer_graphene.npz"), "--model", "graphene",
-                                 "--out", str(out)])
+                                 "--out", str(out), "--analyze"])
     assert result.exit_code == 0, result.output
+    assert "C-C 1.4" in result.output  # --analyze prints each image's headline
     folder = out / "twisted_bilayer_graphene"
     table = tmp_path / "table.csv"
-    result = runner.invoke(app, ["analyze", str(folder), "--bootstrap", "0", "--table", str(table)])
+    result = runner.invoke(app, ["analyze", str(folder), "--bootstrap", "0", "--table", str(table), "--overwrite"])
     assert result.exit_code == 0, result.output
     analysis = json.loads((folder / "analysis.json").read_text())
     with open(table, newline="") as fh:
