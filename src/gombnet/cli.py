@@ -323,7 +323,7 @@ def _run_batch(items, work, what: str) -> None:
 @user_errors
 def predict(
     files: Optional[List[Path]] = typer.Argument(
-        None, help="Microscope files (.emd, .dm3/.dm4, .ser, .tif, .mrc, .npy/.npz, .png)."),
+        None, help="Microscope files (.emd, .dm3/.dm4, .ser, .tif, .mrc, .npy/.npz, .png), or folders of them."),
     model: str = typer.Option(..., help="Shipped model name (see `gombnet models`), run folder or model file."),
     out: Path = typer.Option(Path("results"), help="Folder that receives one result folder per file."),
     pixel_size: Optional[float] = typer.Option(None, help="Pixel size [Å/px], overriding the file's calibration."),
@@ -387,10 +387,27 @@ def predict(
             typer.echo(f"  {analyze_folder(folder, overwrite=True)['headline']}")
 
     if watch is None:
+        files = _expand_folders(files)
         names = dict(zip(files, _result_names(files)))
         _run_batch(list(files), lambda path: work(path, names[path]), "predicting")
     else:
         _watch(watch, out, work, interval_s=interval, idle_exit_s=idle_exit)
+
+
+def _expand_folders(paths: List[Path]) -> List[Path]:
+    """Replace each folder among ``paths`` by the microscope images in it (not its subfolders)."""
+    from .inference.watch import image_files
+
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                raise GombnetError(f"{path}: folder without microscope images")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
 
 
 def _watch(folder: Path, out: Path, work, *, interval_s: float, idle_exit_s: Optional[float]) -> None:

@@ -106,6 +106,15 @@ def test_predict_watch_command(tmp_path, tiny_run, real_data):
     args = ["predict", "--watch", str(incoming), "--model", str(tiny_run), "--out", str(out),
             "--pixel-size", "0.1062", "--interval", "0.05", "--idle-exit", "0.3"]
 
+    # a folder given as a file stands for the images in it
+    result = CliRunner().invoke(app, ["predict", str(incoming), "--model", str(tiny_run), "--out",
+                                      str(tmp_path / "batch"), "--pixel-size", "0.1062"])
+    assert result.exit_code == 2 and "1 of 3 failed" in result.output and "broken.dm4" in result.output
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["a", "b"]
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "empty"), "--model", str(tiny_run)])
+    assert result.exit_code == 2 and "folder without microscope images" in result.output
+
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output  # the broken file is reported, the others are done
     assert "broken.dm4" in result.output and "2 new result(s), 1 failed" in result.output
