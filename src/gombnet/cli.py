@@ -447,19 +447,24 @@ def analyze(
                                                     "per image and layer (atoms, lattice, bonds, Se fraction)."),
     seed: int = typer.Option(0, help="Seed of the bootstrap resampling."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the Se-site statistics."),
+    figure_format: Optional[str] = typer.Option(
+        None, help="Also save every figure and the overlay as pdf or svg (vector, for papers)."),
     overwrite: bool = typer.Option(False, help="Replace existing analysis files."),
 ):
     """Bond lengths, lattice and twist, composition, moiré stacking maps and an HTML report."""
-    from .analysis.report import analyze_folder, vegard_across
+    from .analysis.report import VECTOR_FORMATS, analyze_folder, vegard_across
     from .atomic import check_output_path
 
+    if figure_format not in (None, *VECTOR_FORMATS):
+        _fail(f"--figure-format must be one of {', '.join(VECTOR_FORMATS)}, got {figure_format!r}")
     for path in (vegard, table):  # refuse before a long batch, not after it
         if path is not None:
             check_output_path(path, overwrite)
     results = {}
 
     def work(folder: Path) -> None:
-        results[folder] = analyze_folder(folder, overwrite=overwrite, seed=seed, n_bootstrap=bootstrap)
+        results[folder] = analyze_folder(folder, overwrite=overwrite, seed=seed, n_bootstrap=bootstrap,
+                                         figure_format=figure_format)
         typer.echo(f"{folder}: {results[folder]['headline']} -> {folder / 'report.html'}")
 
     try:

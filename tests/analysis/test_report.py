@@ -52,3 +52,36 @@ def test_monolayer_result_with_dim_metal_columns_is_questioned():
     assert "NOT A MONOLAYER?" in headline(1.16)
     assert "NOT A MONOLAYER?" not in headline(3.9)
     assert "NOT A MONOLAYER?" not in headline(1.16, n_layers=2)  # bilayer columns overlap: no rule
+
+
+def test_analyze_vector_figures(tmp_path, real_data):
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from gombnet.cli import app
+
+    runner = CliRunner()
+    with np.load(real_data / "twisted_bilayer_graphene.npz") as z:
+        np.save(tmp_path / "crop.npy", z["im_array"][:160, :160].astype(np.float32))
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["predict", str(tmp_path / "crop.npy"), "--model", "graphene", "--out", str(out),
+                                 "--pixel-size", "0.1062"])
+    assert result.exit_code == 0, result.output
+    folder = out / "crop"
+    result = runner.invoke(app, ["analyze", str(folder), "--bootstrap", "0", "--figure-format", "svg"])
+    assert result.exit_code == 0, result.output
+    for name in ("overlay", "bonds", "reconstruction"):
+        text = (folder / f"{name}.svg").read_text()
+        assert text.lstrip().startswith("<?xml") and "<svg" in text, name
+        assert (name == "overlay") or (folder / f"{name}.png").is_file()
+    # the overlay holds one marker per atom (vector paths, not a bitmap of them)
+    n_atoms = len((folder / "atoms.csv").read_text().splitlines()) - 1
+    assert n_atoms > 100 and (folder / "overlay.svg").read_text().count("<use ") >= 2 * n_atoms
+    # an existing vector file is not replaced without --overwrite
+    result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--bootstrap", "0", "--figure-format", "pdf"])
+    assert result.exit_code == 0 and (folder / "overlay.pdf").read_bytes().startswith(b"%PDF")
+    (folder / "analysis.json").unlink()
+    result = runner.invoke(app, ["analyze", str(folder), "--bootstrap", "0", "--figure-format", "pdf"])
+    assert result.exit_code == 2 and "overwrite" in result.output
+    result = runner.invoke(app, ["analyze", str(folder), "--figure-format", "eps"])
+    assert result.exit_code == 2 and "--figure-format must be one of pdf, svg" in result.output

@@ -85,3 +85,4 @@ def test_analyze_table_command(tmp_path, real_data):
     result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--bootstrap", "0", "--table", str(table)])
     assert result.exit_code == 0, result.output
     assert table.read_text().startswith("result,material,")
+

@@ -33,6 +33,7 @@ CALIBRATION_TOLERANCE = 0.04
 # Below this metal : chalcogen brightness a one-layer TMD result is called into question
 # (contrast.py: a WS2 monolayer shows 2-4, MoS2 about 2; end-on 2H stacks about 1).
 MONOLAYER_MIN_METAL_CONTRAST = 1.4
+VECTOR_FORMATS = ("pdf", "svg")
 OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
                 "se_sites.png")
 
@@ -295,7 +296,7 @@ def _headline(material: str, result: dict) -> str:
 
 
 def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: int = 0,
-                   n_bootstrap: int = 1000) -> dict:
+                   n_bootstrap: int = 1000, figure_format: str | None = None) -> dict:
     """Analyse one result folder of ``gombnet predict``; write figures, JSON and HTML there.
 
     Parameters
@@ -307,6 +308,9 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
         Seed of the bootstrap resampling.
     n_bootstrap : int
         Bootstrap resamples for the Se-site statistics.
+    figure_format : {"pdf", "svg"}, optional
+        Also save every figure, and the overlay of the atoms on the image, in this vector format
+        (for papers; the image itself stays a bitmap inside it).
 
     Returns
     -------
@@ -319,7 +323,11 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     folder = Path(folder)
     check(folder.is_dir(), f"{folder}: no such result folder")
     check(n_bootstrap >= 0, f"bootstrap resamples must be >= 0, got {n_bootstrap}")
-    for name in OUTPUT_FILES:
+    check(figure_format in (None, *VECTOR_FORMATS),
+          f"figure format must be one of {', '.join(VECTOR_FORMATS)}, got {figure_format!r}")
+    vector_files = () if figure_format is None else tuple(
+        f"{Path(name).stem}.{figure_format}" for name in (*OUTPUT_FILES, "overlay.png") if name.endswith(".png"))
+    for name in (*OUTPUT_FILES, *vector_files):
         if (folder / name).exists():
             check_output_path(folder / name, overwrite)
     summary = read_summary(folder)
@@ -374,6 +382,15 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     result = json_safe(result)
     for name, fig in figures.items():
         save_figure(fig, folder / name, overwrite=True, dpi=150)
+    if figure_format is not None:
+        from ..report.overlay import overlay_figure
+
+        name = Path(str(summary.get("source", {}).get("source", ""))).name
+        figures["overlay.png"] = overlay_figure(image, atoms, n_layers=n_layers, class_names=class_names,
+                                                pixel_size_angstrom=px, title=name)
+        for name, fig in figures.items():
+            save_figure(fig, folder / f"{Path(name).stem}.{figure_format}", overwrite=True, dpi=300)
+        del figures["overlay.png"]  # the HTML report embeds the PNG that predict wrote
     write_text_atomic(folder / "analysis.json", dumps(result), overwrite=True)
     write_text_atomic(folder / "report.html", html_report(folder, summary, result, list(figures)),
                       overwrite=True)
