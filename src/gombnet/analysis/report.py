@@ -385,9 +385,9 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     if figure_format is not None:
         from ..report.overlay import overlay_figure
 
-        name = Path(str(summary.get("source", {}).get("source", ""))).name
+        title = Path(str(summary.get("source", {}).get("source", ""))).name  # as predict's overlay.png
         figures["overlay.png"] = overlay_figure(image, atoms, n_layers=n_layers, class_names=class_names,
-                                                pixel_size_angstrom=px, title=name)
+                                                pixel_size_angstrom=px, title=title)
         for name, fig in figures.items():
             save_figure(fig, folder / f"{Path(name).stem}.{figure_format}", overwrite=True, dpi=300)
         del figures["overlay.png"]  # the HTML report embeds the PNG that predict wrote
