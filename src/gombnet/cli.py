@@ -288,6 +288,11 @@ def _result_names(files: List[Path]) -> list[str]:
     return [f.stem if stems.count(f.stem) == 1 else f.name.replace(".", "_") for f in files]
 
 
+def _naming(item, message: str) -> str:
+    """``message`` led by ``item`` unless it already names that file."""
+    return message if Path(str(item)).name in message else f"{item}: {message}"
+
+
 def _run_batch(items, work, what: str) -> None:
     """Run ``work(item)`` for each item; report failures at the end, exit 2 if any."""
     failures = []
@@ -310,8 +315,7 @@ def _run_batch(items, work, what: str) -> None:
         if progress:
             progress.stop()
     if len(items) == 1 and failures:
-        item, message = failures[0]
-        _fail(message if Path(str(item)).name in message else f"{item}: {message}")
+        _fail(_naming(*failures[0]))
     if failures:
         typer.echo(f"error: {len(failures)} of {len(items)} failed:", err=True)
         for item, message in failures:
@@ -414,10 +418,16 @@ def _watch(folder: Path, out: Path, work, *, interval_s: float, idle_exit_s: Opt
     """Run ``work(path, result_name)`` on each new image of ``folder``; errors are printed as they come."""
     from .inference.watch import image_files, new_images
 
+    names: dict[Path, str] = {}
+
     def result_name(path: Path) -> str:
-        # the same names as `gombnet predict` on the folder's files of the moment
-        files = image_files(folder)
-        return dict(zip(files, _result_names(files))).get(path, path.stem)
+        # the same names as `gombnet predict` on the folder's files of the moment; the folder is
+        # listed again only when a file arrives (which may make two stems collide), not per file
+        if path not in names:
+            files = image_files(folder)
+            names.clear()
+            names.update(zip(files, _result_names(files)))
+        return names.get(path, path.stem)
 
     images = new_images(folder, interval_s=interval_s, idle_exit_s=idle_exit_s,
                         is_done=lambda path: (out / result_name(path)).exists())
@@ -430,7 +440,7 @@ def _watch(folder: Path, out: Path, work, *, interval_s: float, idle_exit_s: Opt
                 done += 1
             except GombnetError as exc:
                 failed += 1
-                typer.echo(f"error: {exc if path.name in str(exc) else f'{path.name}: {exc}'}", err=True)
+                typer.echo(f"error: {_naming(path.name, str(exc))}", err=True)
     except KeyboardInterrupt:
         pass  # the normal way to stop watching; results are written atomically, nothing is half-written
     typer.echo(f"stopped watching {folder}: {done} new result(s)" + (f", {failed} failed" if failed else ""))

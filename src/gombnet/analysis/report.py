@@ -318,7 +318,7 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
         Every number (also written to ``analysis.json``), with a one-line ``headline``.
     """
     from ..report.figures import bond_length_figure, kde_comparison_figure, save_figure, stacking_map_figure
-    from ..report.outputs import read_atoms_csv, read_summary
+    from ..report.outputs import read_atoms_csv, read_summary, result_overlay
 
     folder = Path(folder)
     check(folder.is_dir(), f"{folder}: no such result folder")
@@ -383,11 +383,7 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     for name, fig in figures.items():
         save_figure(fig, folder / name, overwrite=True, dpi=150)
     if figure_format is not None:
-        from ..report.overlay import overlay_figure
-
-        title = Path(str(summary.get("source", {}).get("source", ""))).name  # as predict's overlay.png
-        figures["overlay.png"] = overlay_figure(image, atoms, n_layers=n_layers, class_names=class_names,
-                                                pixel_size_angstrom=px, title=title)
+        figures["overlay.png"] = result_overlay(image, atoms, summary)  # as predict drew overlay.png
         for name, fig in figures.items():
             save_figure(fig, folder / f"{Path(name).stem}.{figure_format}", overwrite=True, dpi=300)
         del figures["overlay.png"]  # the HTML report embeds the PNG that predict wrote

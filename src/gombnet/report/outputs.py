@@ -118,7 +118,6 @@ def write_prediction(folder: str | os.PathLike, image: np.ndarray, prediction, *
     from ase.io import write as ase_write
 
     from .figures import save_figure
-    from .overlay import overlay_figure
 
     folder = Path(folder)
     atoms = prediction.atoms
@@ -150,12 +149,19 @@ def write_prediction(folder: str | os.PathLike, image: np.ndarray, prediction, *
         ase_write(tmp / "structure.extxyz", structure, format="extxyz")
         ase_write(tmp / "structure.cif", structure, format="cif")
         if overlay:
-            name = Path(str(summary["source"].get("source", ""))).name
-            fig = overlay_figure(image, atoms, n_layers=prediction.n_layers, class_names=prediction.class_names,
-                                 pixel_size_angstrom=prediction.pixel_size_angstrom, title=name)
-            save_figure(fig, tmp / "overlay.png", dpi=150)
+            save_figure(result_overlay(image, atoms, summary), tmp / "overlay.png", dpi=150)
         (tmp / "summary.json").write_text(dumps(summary))
     return folder
+
+
+def result_overlay(image: np.ndarray, atoms: dict, summary: dict):
+    """The overlay figure of a result folder's ``image`` and ``atoms``, titled with the source file's name;
+    layers, classes and pixel size from its ``summary`` (:func:`write_prediction`'s ``summary.json``)."""
+    from .overlay import overlay_figure
+
+    return overlay_figure(image, atoms, n_layers=int(summary["n_layers"]), class_names=list(summary["class_names"]),
+                          pixel_size_angstrom=float(summary["pixel_size_angstrom"]),
+                          title=Path(str((summary.get("source") or {}).get("source", ""))).name)
 
 
 def read_summary(folder: str | os.PathLike) -> dict:
