@@ -40,13 +40,18 @@ def match_layers(measured_a, true_a):
     return (0, 1) if straight <= swapped else (1, 0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_arguments(doc: str) -> argparse.ArgumentParser:
+    """--model, --preset, --n (images), --size (px): the arguments of the simulated-image benchmarks."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="graphene")
     ap.add_argument("--preset", default="graphene")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--size", type=int, default=512)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = model_arguments(__doc__).parse_args()
     model = load_model(args.model)
     tmd = args.preset != "graphene"
     err = {"a": [], "bond": [], "twist": [], "x": []}

@@ -6,7 +6,10 @@ areal density of a WS2 lattice, the Se fraction x per layer, the FFT lattice con
 independent check of the species: the chalcogen columns' brightness in the image
 (:func:`gombnet.analysis.contrast.column_brightness`) split in two by Otsu's threshold, compared with
 the model's S2 / Se-S labels (agreement, and the ratio of the two modes' mean intensities;
-a Se-S column is about twice as bright as an S-S one in HAADF).
+a Se-S column is about twice as bright as an S-S one in HAADF). And the strain map against the
+composition: the local area change at the metal columns (``gombnet.analysis.strain``) against the
+local share of Se-S among the chalcogen columns, both in Gaussian windows of 6.3 and 10 Å
+(correlation and slope; Vegard's law expects +5.8 % area per unit Se-S share, WS2 -> Janus WSSe).
 
     python benchmarks/bench_real_tmd.py --model ws2-wsse-monolayer --model ws2-wsse
 """
@@ -19,9 +22,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 
 from gombnet.analysis import composition, contrast, lattice
+from gombnet.analysis.strain import local_deformation
 from gombnet.analysis.report import calibration_check
 from gombnet.inference.io import read_image
 from gombnet.inference.predict import predict
@@ -30,6 +35,23 @@ from gombnet.nn.checkpoint import load_model
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
 IMAGES = ("janus_wsse_partial.tif", "mos2_se_implanted.dm3", "ws2_velox.emd")
 BORDER_ANGSTROM = 3.0
+
+
+def area_change_vs_se(w_xy: np.ndarray, chal_xy: np.ndarray, is_sse: np.ndarray, sigma: float) -> dict:
+    """Correlation and slope of the local area change [%] against the local Se-S share."""
+    d = local_deformation(w_xy, kind="triangular", smoothing_sigma_angstrom=sigma)
+    share = np.full(len(w_xy), np.nan)
+    for k, near in enumerate(cKDTree(chal_xy).query_ball_point(w_xy, 3.0 * sigma)):
+        if near:
+            g = np.exp(-0.5 * np.sum((chal_xy[near] - w_xy[k]) ** 2, axis=1) / sigma**2)
+            share[k] = np.sum(g * is_sse[near]) / np.sum(g)
+    ok = np.isfinite(d.dilatation) & np.isfinite(share) & (d.coverage > 0.8)  # away from the edges
+    if ok.sum() < 20:
+        return {"sigma_angstrom": sigma, "n": int(ok.sum())}
+    slope = np.polyfit(share[ok], 100.0 * d.dilatation[ok], 1)[0]
+    return {"sigma_angstrom": sigma, "n": int(ok.sum()),
+            "r": round(float(np.corrcoef(share[ok], d.dilatation[ok])[0, 1]), 3),
+            "slope_percent_per_sse_share": round(float(slope), 2)}
 
 
 def one(path: Path, model, name: str, pixel_size: float | None) -> dict:
@@ -64,6 +86,13 @@ def one(path: Path, model, name: str, pixel_size: float | None) -> dict:
             entry["agreement_with_intensity_split"] = round(float(np.mean(bright == model_sse)), 4)
             if model_sse.any() and (~model_sse).any():
                 entry["sse_over_s2_mean_intensity"] = round(float(val[model_sse].mean() / val[~model_sse].mean()), 3)
+        w_sel, c_sel = (atoms["layer"] == layer) & (atoms["species"] == "W"), (atoms["layer"] == layer) & np.isin(
+            atoms["species"], ["S2", "SSe"])
+        if n_layers == 1 and w_sel.sum() >= 50 and c_sel.sum() >= 50:
+            w_xy = np.column_stack([atoms["x_angstrom"][w_sel], atoms["y_angstrom"][w_sel]])
+            c_xy = np.column_stack([atoms["x_angstrom"][c_sel], atoms["y_angstrom"][c_sel]])
+            is_sse = (atoms["species"][c_sel] == "SSe").astype(float)
+            entry["area_change_vs_sse_share"] = [area_change_vs_se(w_xy, c_xy, is_sse, s) for s in (6.3, 10.0)]
         out["layers"][f"layer{layer}"] = entry
     return out
 

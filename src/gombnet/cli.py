@@ -459,6 +459,8 @@ def analyze(
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the Se-site statistics."),
     figure_format: Optional[str] = typer.Option(
         None, help="Also save every figure and the overlay as pdf or svg (vector, for papers)."),
+    strain_sigma: Optional[float] = typer.Option(
+        None, help="Gaussian window of the strain and local-twist maps [Å] (default: 2 lattice constants)."),
     overwrite: bool = typer.Option(False, help="Replace existing analysis files."),
 ):
     """Bond lengths, lattice and twist, composition, moiré stacking maps and an HTML report."""
@@ -467,6 +469,8 @@ def analyze(
 
     if figure_format not in (None, *VECTOR_FORMATS):
         _fail(f"--figure-format must be one of {', '.join(VECTOR_FORMATS)}, got {figure_format!r}")
+    if strain_sigma is not None and not 0.5 <= strain_sigma <= 1000.0:
+        _fail(f"--strain-sigma must be from 0.5 to 1000 Å, got {strain_sigma}")
     for path in (vegard, table):  # refuse before a long batch, not after it
         if path is not None:
             check_output_path(path, overwrite)
@@ -474,7 +478,7 @@ def analyze(
 
     def work(folder: Path) -> None:
         results[folder] = analyze_folder(folder, overwrite=overwrite, seed=seed, n_bootstrap=bootstrap,
-                                         figure_format=figure_format)
+                                         figure_format=figure_format, strain_sigma_angstrom=strain_sigma)
         typer.echo(f"{folder}: {results[folder]['headline']} -> {folder / 'report.html'}")
 
     try:

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from gombnet.analysis.composition import A_WS2_ANGSTROM, vegard_lattice_constant
@@ -54,6 +56,17 @@ def test_monolayer_result_with_dim_metal_columns_is_questioned():
     assert "NOT A MONOLAYER?" not in headline(1.16, n_layers=2)  # bilayer columns overlap: no rule
 
 
+def test_headline_names_a_distortion_shared_by_the_layers():
+    layers = {f"layer{k}": {"n_atoms": 100, "bonds": {}} for k in range(2)}
+    shared = {"common": {"max_shear": 3.1, "stretch_axis_deg": 30.0}}
+    assert "3.1 % shear (stretched along 30°, alike in every layer: scan distortion?)" in _headline(
+        "graphene", {"layers": layers, "distortion": shared})
+    weak = {"common": {"max_shear": 0.4, "stretch_axis_deg": 30.0}}
+    assert "distorted" not in _headline("graphene", {"layers": layers, "distortion": weak})
+    one = {"layer0": {"counts": {"W": 10}}}
+    assert "scan distortion?" not in _headline("tmd", {"layers": one, "distortion": shared})
+
+
 def test_analyze_vector_figures(tmp_path, real_data):
     import numpy as np
     from typer.testing import CliRunner
@@ -70,13 +83,29 @@ def test_analyze_vector_figures(tmp_path, real_data):
     folder = out / "crop"
     result = runner.invoke(app, ["analyze", str(folder), "--bootstrap", "0", "--figure-format", "svg"])
     assert result.exit_code == 0, result.output
-    for name in ("overlay", "bonds", "reconstruction"):
+    for name in ("overlay", "bonds", "reconstruction", "strain"):
         text = (folder / f"{name}.svg").read_text()
         assert text.lstrip().startswith("<?xml") and "<svg" in text, name
         assert (name == "overlay") or (folder / f"{name}.png").is_file()
     # the overlay holds one marker per atom (vector paths, not a bitmap of them)
     n_atoms = len((folder / "atoms.csv").read_text().splitlines()) - 1
     assert n_atoms > 100 and (folder / "overlay.svg").read_text().count("<use ") >= 2 * n_atoms
+    # the crop's lattices show the image's scan distortion alike in both layers (about 3 %); the
+    # layers' difference (heterostrain) is much smaller, and undoing it narrows the C-C peak
+    numbers = json.loads((folder / "analysis.json").read_text())
+    shear = [layer["max_shear"] for layer in numbers["distortion"]["layers"]]
+    assert min(shear) > 1.5 and abs(shear[0] - shear[1]) < 1.0
+    assert numbers["distortion"]["heterostrain"]["max_shear"] < 0.5 * numbers["distortion"]["common"]["max_shear"]
+    assert "scan distortion?" in numbers["headline"]
+    spread = {"bonds": 0.0, "bonds_undistorted": 0.0}  # ~110 bonds per layer here: std, not FWHM
+    for layer in ("layer0", "layer1"):
+        entry = numbers["layers"][layer]
+        for key in spread:
+            spread[key] += entry[key]["std"]
+        assert entry["bonds_undistorted"]["mean"] == pytest.approx(entry["bonds"]["mean"], abs=0.01)
+        assert numbers["strain"]["layers"][layer]["n_points"] > 100
+    assert spread["bonds_undistorted"] < spread["bonds"] - 0.003
+    assert 28.0 < numbers["strain"]["local_twist_deg"]["median"] < 31.0
     # an existing vector file is not replaced without --overwrite
     result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--bootstrap", "0", "--figure-format", "pdf"])
     assert result.exit_code == 0 and (folder / "overlay.pdf").read_bytes().startswith(b"%PDF")
@@ -85,3 +114,10 @@ def test_analyze_vector_figures(tmp_path, real_data):
     assert result.exit_code == 2 and "overwrite" in result.output
     result = runner.invoke(app, ["analyze", str(folder), "--figure-format", "eps"])
     assert result.exit_code == 2 and "--figure-format must be one of pdf, svg" in result.output
+    # the strain maps' window is the user's to choose, within reason
+    result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--bootstrap", "0", "--strain-sigma", "7.5"])
+    assert result.exit_code == 0, result.output
+    numbers = json.loads((folder / "analysis.json").read_text())
+    assert numbers["strain"]["layers"]["layer1"]["smoothing_sigma_angstrom"] == 7.5
+    result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--strain-sigma", "0"])
+    assert result.exit_code == 2 and "--strain-sigma must be from 0.5 to 1000 Å" in result.output

@@ -11,8 +11,11 @@ from gombnet.errors import GombnetError
 GRAPHENE = {
     "material": "graphene", "pixel_size_angstrom": 0.1062, "counts": {"layer0": {"C": 10}, "layer1": {"C": 12}},
     "twist": {"twist_deg": 28.9},
+    "distortion": {"common": {"max_shear": 3.1}, "heterostrain": {"max_shear": 0.2}},
+    "strain": {"local_twist_deg": {"std": 0.19}, "layers": {"layer0": {"rotation_deg": {"std": 0.45}}}},
     "calibration": {"consistent": True, "suggested_pixel_size_angstrom": 0.1065},
     "layers": {"layer0": {"n_atoms": 10, "bonds": {"mean": 1.42, "std": 0.08, "fwhm": 0.15, "count": 14},
+                          "bonds_undistorted": {"fwhm": 0.136},
                           "lattice": {"a_angstrom": 2.45, "a_sem_angstrom": 0.01, "orientation_deg": 3.0}},
                "layer1": {"n_atoms": 12, "bonds": {"error": "too few atoms"}, "lattice": {"error": "too few"}}},
 }
@@ -33,6 +36,10 @@ def test_rows_per_image_and_layer():
     assert first["n_atoms"] == 10 and first["count_W"] == 0 and first["calibration_consistent"] is True
     # unmeasured quantities stay empty, not zero
     assert second["bond_mean_angstrom"] is None and second["lattice_a_angstrom"] is None
+    assert first["bond_fwhm_undistorted_angstrom"] == 0.136 and first["local_rotation_std_deg"] == 0.45
+    assert first["distortion_max_shear_percent"] == second["distortion_max_shear_percent"] == 3.1
+    assert second["heterostrain_max_shear_percent"] == 0.2 and second["local_twist_std_deg"] == 0.19
+    assert second["local_rotation_std_deg"] is None and janus["distortion_max_shear_percent"] is None
     assert janus["n_atoms"] == 15 and janus["se_fraction"] == 0.15 and janus["bond_fwhm_angstrom"] == 0.2
     assert janus["twist_deg"] is None and janus["calibration_consistent"] is None
 

@@ -2,11 +2,13 @@
 
 Input: a folder written by ``gombnet predict`` (``atoms.csv``, ``summary.json``,
 ``image.npy``). Output, in the same folder: ``analysis.json`` (every number),
-``bonds.png``, ``reconstruction.png``, for TMDs ``stacking.png`` and ``se_sites.png``, and
-``report.html`` (self-contained: figures embedded). Graphene gets C-C bonds, lattice
-constants and twist; TMDs get W-W lattice constants, twist, Se fraction per layer with
-Vegard's law, column brightness ratios, moiré stacking maps and the Se-site statistics. Every
-result is checked against the image's lattice for a wrong pixel size.
+``bonds.png``, ``reconstruction.png``, ``strain.png``, for TMDs ``stacking.png`` and
+``se_sites.png``, and ``report.html`` (self-contained: figures embedded). Graphene gets C-C bonds
+(also with the image's shared distortion undone), lattice constants and twist; TMDs get W-W
+lattice constants, twist, Se fraction per layer with Vegard's law, column brightness ratios,
+moiré stacking maps and the Se-site statistics; both get the layers' distortion (scan
+distortion, heterostrain) and maps of local strain, rotation and twist. Every result is checked
+against the image's lattice for a wrong pixel size.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..atomic import check_output_path, write_text_atomic
 from ..errors import GombnetError, check
 from ..jsonio import dumps, json_safe
 from ..simulation.lattices import get_material
-from . import bonds, composition, contrast, lattice, moire, stats
+from . import bonds, composition, contrast, lattice, moire, stats, strain
 
 CHALCOGEN_CLASSES = ("S2", "SSe", "Se2")
 GRAPHENE_BOND_MAX_ANGSTROM = 1.75  # C-C is 1.42 Å; second neighbours are at 2.46 Å
@@ -35,7 +37,9 @@ CALIBRATION_TOLERANCE = 0.04
 MONOLAYER_MIN_METAL_CONTRAST = 1.4
 VECTOR_FORMATS = ("pdf", "svg")
 OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
-                "se_sites.png")
+                "se_sites.png", "strain.png")
+# A common distortion of the layers beyond this maximum shear [%] is named in the headline.
+DISTORTION_HEADLINE_PERCENT = 1.0
 
 
 def _positions(atoms: dict, layer: int, species) -> np.ndarray:
@@ -56,33 +60,70 @@ def _as_dict(result):
     return result.to_dict() if hasattr(result, "to_dict") else result
 
 
-def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom) -> tuple[dict, dict]:
-    """C-C bonds, lattice constant and orientation per layer, twist between layers 0 and 1.
+def deformation_analysis(layers: list, kind: str, fov_angstrom, *,
+                         sigma_angstrom: float | None = None) -> tuple[dict, object, object]:
+    """Mean-lattice distortion of every layer (scan distortion, heterostrain) and maps of the
+    local strain, rotation and twist.
 
-    ``fov_angstrom`` is the field of view (x_min, y_min, x_max, y_max) [Å]."""
-    out, distances = {"layers": {}}, {}
-    for layer in range(n_layers):
-        pos = _positions(atoms, layer, "C")
-        d = _try(bonds.nearest_neighbor_distances, pos, max_distance_angstrom=GRAPHENE_BOND_MAX_ANGSTROM,
-                 edge_exclusion_angstrom=2.0, field_of_view_angstrom=fov_angstrom)
-        area = (fov_angstrom[2] - fov_angstrom[0]) * (fov_angstrom[3] - fov_angstrom[1])
-        entry = {"n_atoms": int(len(pos)), "atoms_per_square_angstrom": len(pos) / area}
-        if isinstance(d, dict):
-            entry["bonds"] = d
-        else:
-            distances[layer] = d
-            entry["bonds"] = _as_dict(_try(bonds.bond_statistics, d))
+    Returns ``(numbers, distortion, maps)``: the numbers for ``analysis.json`` and the
+    :class:`~gombnet.analysis.strain.LatticeDistortion` and
+    :class:`~gombnet.analysis.strain.DeformationMaps` (None where they could not be measured).
+    ``sigma_angstrom`` is the maps' Gaussian window [Å] (default 2 lattice constants).
+    """
+    distortion = _try(strain.lattice_distortion, layers, kind=kind, field_of_view_angstrom=fov_angstrom)
+    maps = _try(strain.deformation_maps, layers, kind=kind, field_of_view_angstrom=fov_angstrom,
+                smoothing_sigma_angstrom=sigma_angstrom)
+    numbers = {"distortion": _as_dict(distortion), "strain": maps if isinstance(maps, dict) else maps.summary()}
+    if not isinstance(maps, dict) and not any(np.isfinite(d.rotation_deg).any() for d in maps.layers):
+        maps = {"error": "no lattice covers the field densely enough for a map"}  # no figure of nothing
+    return (numbers, None if isinstance(distortion, dict) else distortion, None if isinstance(maps, dict) else maps)
+
+
+def _bond_entry(d) -> dict:
+    return d if isinstance(d, dict) else _as_dict(_try(bonds.bond_statistics, d))
+
+
+def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom, *,
+                      strain_sigma_angstrom: float | None = None) -> tuple[dict, dict]:
+    """C-C bonds, lattice constant and orientation per layer, twist between layers 0 and 1,
+    lattice distortion and local strain maps.
+
+    ``fov_angstrom`` is the field of view (x_min, y_min, x_max, y_max) [Å]. Returns the
+    numbers and ``extra`` with the bond lengths per layer (``distances``) and the strain maps
+    (``maps``, when measured)."""
+    out, extra = {"layers": {}}, {"distances": {}}
+    positions = [_positions(atoms, layer, "C") for layer in range(n_layers)]
+    numbers, distortion, maps = deformation_analysis(positions, "honeycomb", fov_angstrom,
+                                                     sigma_angstrom=strain_sigma_angstrom)
+    centre = (0.5 * (fov_angstrom[0] + fov_angstrom[2]), 0.5 * (fov_angstrom[1] + fov_angstrom[3]))
+    bond_kw = dict(max_distance_angstrom=GRAPHENE_BOND_MAX_ANGSTROM, edge_exclusion_angstrom=2.0,
+                   field_of_view_angstrom=fov_angstrom)
+    area = (fov_angstrom[2] - fov_angstrom[0]) * (fov_angstrom[3] - fov_angstrom[1])
+    for layer, pos in enumerate(positions):
+        d = _try(bonds.nearest_neighbor_distances, pos, **bond_kw)
+        entry = {"n_atoms": int(len(pos)), "atoms_per_square_angstrom": len(pos) / area, "bonds": _bond_entry(d)}
+        if not isinstance(d, dict):
+            extra["distances"][layer] = d
+        if distortion is not None:
+            # the bonds without the image distortion that all layers share (scan distortion)
+            u = _try(bonds.nearest_neighbor_distances, distortion.undistort(pos, centre), **bond_kw)
+            entry["bonds_undistorted"] = _bond_entry(u)
+            if not isinstance(u, dict):
+                extra.setdefault("undistorted", {})[layer] = u
         entry["lattice"] = _as_dict(_try(lattice.measure_lattice, pos, kind="honeycomb",
                                          field_of_view_angstrom=fov_angstrom))
         out["layers"][f"layer{layer}"] = entry
     if n_layers >= 2:
-        out["twist"] = _as_dict(_try(lattice.twist_angle, _positions(atoms, 0, "C"), _positions(atoms, 1, "C"),
-                                     kind="honeycomb"))
-    return out, distances
+        out["twist"] = _as_dict(_try(lattice.twist_angle, positions[0], positions[1], kind="honeycomb"))
+    out.update(numbers)
+    if maps is not None:
+        extra["maps"] = maps
+    return out, extra
 
 
 def tmd_analysis(atoms: dict, n_layers: int, class_names, fov_angstrom, shape, pixel_size_angstrom: float,
-                 *, rng: np.random.Generator, n_bootstrap: int, image=None) -> tuple[dict, dict]:
+                 *, rng: np.random.Generator, n_bootstrap: int, image=None,
+                 strain_sigma_angstrom: float | None = None) -> tuple[dict, dict]:
     """W-W lattice, W-X bonds, Se fraction and Vegard estimate per layer; column brightness
     ratios per layer (with ``image``); twist; moiré maps."""
     chalcogens = [c for c in class_names if c in CHALCOGEN_CLASSES]
@@ -110,6 +151,11 @@ def tmd_analysis(atoms: dict, n_layers: int, class_names, fov_angstrom, shape, p
         if brightness is not None:
             entry["brightness"] = _layer_brightness(brightness, atoms, layer, chalcogens)
         out["layers"][f"layer{layer}"] = entry
+    numbers, _, strain_maps = deformation_analysis([_positions(atoms, k, "W") for k in range(n_layers)],
+                                                   "triangular", fov_angstrom, sigma_angstrom=strain_sigma_angstrom)
+    out.update(numbers)
+    if strain_maps is not None:
+        extra["maps"] = strain_maps
     if n_layers >= 2:
         w_a, w_b = _positions(atoms, 0, "W"), _positions(atoms, 1, "W")
         x_a, x_b = _positions(atoms, 0, chalcogens), _positions(atoms, 1, chalcogens)
@@ -283,6 +329,10 @@ def _headline(material: str, result: dict) -> str:
     twist = result.get("twist", {})
     if "twist_deg" in twist:
         parts.append(f"twist {twist['twist_deg']:.2f}°")
+    common = (result.get("distortion") or {}).get("common") or {}
+    if common.get("max_shear", 0.0) > DISTORTION_HEADLINE_PERCENT:
+        text = f"lattice distorted by {common['max_shear']:.1f} % shear (stretched along {common['stretch_axis_deg']:.0f}°"
+        parts.append(text + (", alike in every layer: scan distortion?)" if len(layers) >= 2 else ")"))
     if material == "tmd" and len(layers) == 1:
         ratio = next(iter(layers.values())).get("brightness", {}).get("metal_over_chalcogen")
         if ratio is not None and ratio < MONOLAYER_MIN_METAL_CONTRAST:
@@ -296,7 +346,8 @@ def _headline(material: str, result: dict) -> str:
 
 
 def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: int = 0,
-                   n_bootstrap: int = 1000, figure_format: str | None = None) -> dict:
+                   n_bootstrap: int = 1000, figure_format: str | None = None,
+                   strain_sigma_angstrom: float | None = None) -> dict:
     """Analyse one result folder of ``gombnet predict``; write figures, JSON and HTML there.
 
     Parameters
@@ -311,13 +362,16 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     figure_format : {"pdf", "svg"}, optional
         Also save every figure, and the overlay of the atoms on the image, in this vector format
         (for papers; the image itself stays a bitmap inside it).
+    strain_sigma_angstrom : float, optional
+        Gaussian window [Å] of the strain and local-twist maps; default 2 lattice constants.
 
     Returns
     -------
     dict
         Every number (also written to ``analysis.json``), with a one-line ``headline``.
     """
-    from ..report.figures import bond_length_figure, kde_comparison_figure, save_figure, stacking_map_figure
+    from ..report.figures import (bond_length_figure, deformation_figure, kde_comparison_figure, save_figure,
+                                  stacking_map_figure)
     from ..report.outputs import read_atoms_csv, read_summary, result_overlay
 
     folder = Path(folder)
@@ -345,15 +399,20 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
               "counts": summary.get("counts", {})}
     figures = {}
     if material == "graphene":
-        part, distances = graphene_analysis(atoms, n_layers, box)
+        part, extra = graphene_analysis(atoms, n_layers, box, strain_sigma_angstrom=strain_sigma_angstrom)
         result.update(part)
+        distances = extra["distances"]
         all_d = np.concatenate([np.zeros(0), *distances.values()])
         if len(all_d) >= 3:
+            undistorted = np.concatenate([np.zeros(0), *extra.get("undistorted", {}).values()])
             figures["bonds.png"] = bond_length_figure(all_d, stats=bonds.bond_statistics(all_d),
-                                                      title=f"C–C bonds, {len(distances)} layers")
+                                                      title=f"C–C bonds, {len(distances)} layers",
+                                                      undistorted_angstrom=undistorted if len(undistorted) >= 3
+                                                      else None)
     elif material == "tmd":
         part, extra = tmd_analysis(atoms, n_layers, class_names, box, image.shape, px,
-                                   rng=np.random.default_rng(seed), n_bootstrap=n_bootstrap, image=image)
+                                   rng=np.random.default_rng(seed), n_bootstrap=n_bootstrap, image=image,
+                                   strain_sigma_angstrom=strain_sigma_angstrom)
         result.update(part)
         all_d = np.concatenate([np.zeros(0), *extra.get("w_x", {}).values()])
         if len(all_d) >= 3:
@@ -366,6 +425,8 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
                                                           title="moiré stacking order")
         if "se_comparison" in extra:
             figures["se_sites.png"] = kde_comparison_figure(extra["se_comparison"])
+    if material in ("graphene", "tmd") and "maps" in extra:
+        figures["strain.png"] = deformation_figure(extra["maps"])
     if len(atoms["x_px"]):
         recon, numbers = reconstruct(image, atoms, px)
         result["reconstruction"] = numbers

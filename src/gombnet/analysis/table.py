@@ -16,11 +16,13 @@ from ..errors import check
 
 FIXED_COLUMNS = (
     "result", "material", "pixel_size_angstrom", "calibration_consistent", "suggested_pixel_size_angstrom",
-    "twist_deg", "layer", "n_atoms",
+    "twist_deg", "local_twist_std_deg", "distortion_max_shear_percent", "heterostrain_max_shear_percent",
+    "layer", "n_atoms",
 )
 MEASURED_COLUMNS = (
     "lattice_a_angstrom", "lattice_a_sem_angstrom", "orientation_deg",
-    "bond_mean_angstrom", "bond_std_angstrom", "bond_fwhm_angstrom", "n_bonds",
+    "bond_mean_angstrom", "bond_std_angstrom", "bond_fwhm_angstrom", "n_bonds", "bond_fwhm_undistorted_angstrom",
+    "local_rotation_std_deg", "local_area_change_std_percent",
     "se_fraction", "se_fraction_err", "vegard_a_angstrom",
 )
 
@@ -54,13 +56,20 @@ def results_table_rows(results: dict[str, dict]) -> tuple[list[str], list[dict]]
                 "result": name, "material": res.get("material"), "pixel_size_angstrom": res.get("pixel_size_angstrom"),
                 "calibration_consistent": calibration.get("consistent"),
                 "suggested_pixel_size_angstrom": calibration.get("suggested_pixel_size_angstrom"),
-                "twist_deg": _get(res, "twist", "twist_deg"), "layer": layer,
+                "twist_deg": _get(res, "twist", "twist_deg"),
+                "local_twist_std_deg": _get(res, "strain", "local_twist_deg", "std"),
+                "distortion_max_shear_percent": _get(res, "distortion", "common", "max_shear"),
+                "heterostrain_max_shear_percent": _get(res, "distortion", "heterostrain", "max_shear"),
+                "layer": layer,
                 "n_atoms": sum(int(n) for n in counts.values()),
                 "lattice_a_angstrom": _get(entry, "lattice", "a_angstrom"),
                 "lattice_a_sem_angstrom": _get(entry, "lattice", "a_sem_angstrom"),
                 "orientation_deg": _get(entry, "lattice", "orientation_deg"),
                 "bond_mean_angstrom": bond.get("mean"), "bond_std_angstrom": bond.get("std"),
                 "bond_fwhm_angstrom": bond.get("fwhm"), "n_bonds": bond.get("count"),
+                "bond_fwhm_undistorted_angstrom": _get(entry, "bonds_undistorted", "fwhm"),
+                "local_rotation_std_deg": _get(res, "strain", "layers", layer, "rotation_deg", "std"),
+                "local_area_change_std_percent": _get(res, "strain", "layers", layer, "dilatation_percent", "std"),
                 "se_fraction": _get(entry, "se_fraction", "x"), "se_fraction_err": _get(entry, "se_fraction", "x_err"),
                 "vegard_a_angstrom": entry.get("vegard_lattice_constant_angstrom"),
             }

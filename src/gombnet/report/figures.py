@@ -28,12 +28,14 @@ from ..analysis.composition import (
 )
 from ..analysis.moire import parse_origin, stacking_reference_values
 from ..analysis.stats import KDEComparison, binned_kde
+from ..analysis.strain import DeformationMaps
 from ..atomic import atomic_path
 from ..errors import GombnetError
 
 __all__ = [
     "COLORS",
     "bond_length_figure",
+    "deformation_figure",
     "kde_comparison_figure",
     "save_figure",
     "stacking_map_figure",
@@ -103,6 +105,7 @@ def bond_length_figure(
     bins: int | str = "auto",
     title: str | None = None,
     figsize: tuple[float, float] = (3.5, 2.7),
+    undistorted_angstrom=None,
 ) -> Figure:
     """Histogram of bond lengths with mean and FWHM annotated (cf. Fig. 2e of the paper).
 
@@ -123,6 +126,10 @@ def bond_length_figure(
     title : str, optional
     figsize : (float, float)
         Inches.
+    undistorted_angstrom : (Q,) array, optional
+        The same bonds measured with the image's shared distortion undone
+        (:meth:`~gombnet.analysis.strain.LatticeDistortion.undistort`), drawn as a dashed
+        density with its FWHM.
 
     Returns
     -------
@@ -170,6 +177,12 @@ def bond_length_figure(
                 fontsize=7.5,
                 bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1.0),
             )
+        if undistorted_angstrom is not None:
+            u = _as_values(undistorted_angstrom, "undistorted_angstrom", min_count=2)
+            su = bond_statistics(u)
+            ku = binned_kde(u, grid_angstrom=grid, bandwidth_angstrom=max(su.bandwidth_angstrom, (hi - lo) / 600))
+            ax.plot(grid, ku * u.size * width, color=COLORS["orange"], linestyle="--",
+                    label=f"scan distortion undone: FWHM {su.fwhm:.3f} Å")
         if reference_angstrom is not None:
             ref = _positive(reference_angstrom, "reference_angstrom", upper=100.0)
             ax.axvline(
@@ -389,6 +402,66 @@ def stacking_map_figure(
                 fig.legend(loc="outside upper center", frameon=False, handletextpad=0.3)
         if title:
             ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- strain
+
+
+def _map_panel(fig, ax, values: np.ndarray, extent, label: str, *, symmetric: bool, cmap: str):
+    finite = values[np.isfinite(values)]
+    if symmetric:
+        lim = float(np.percentile(np.abs(finite), 98)) if finite.size else 1.0
+        vmin, vmax = -(lim or 1.0), (lim or 1.0)
+    else:
+        vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    ax.set_facecolor("0.85")
+    im = ax.imshow(values, extent=extent, origin="upper", cmap=cmap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest")
+    ax.set_xlabel("x [Å]")
+    ax.set_ylabel("y [Å]")
+    ax.spines["top"].set_visible(True)
+    ax.spines["right"].set_visible(True)
+    fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02).set_label(label)
+
+
+def deformation_figure(maps: DeformationMaps, *, title: str | None = None) -> Figure:
+    """Maps of each layer's local lattice rotation and dilatation, and of the local twist.
+
+    Parameters
+    ----------
+    maps : DeformationMaps
+        From :func:`gombnet.analysis.strain.deformation_maps`.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per layer (rotation [deg] and area change [%] against the layer's mean
+        lattice, diverging colours centred on 0) and, for two or more layers, the local
+        twist [deg] in a third column. Grey: no lattice (holes, beyond an edge).
+    """
+    if not isinstance(maps, DeformationMaps):
+        raise GombnetError("maps must be the DeformationMaps of gombnet.analysis.strain.deformation_maps")
+    xs, ys = maps.x_angstrom, maps.y_angstrom
+    hx = 0.5 * (xs[1] - xs[0]) if len(xs) > 1 else 0.5
+    hy = 0.5 * (ys[1] - ys[0]) if len(ys) > 1 else 0.5
+    extent = (xs[0] - hx, xs[-1] + hx, ys[-1] + hy, ys[0] - hy)
+    n = len(maps.layers)
+    twist = maps.twist_deg is not None
+    with matplotlib.rc_context(_STYLE):
+        fig = _new_figure((3.1 * (2 + twist), 2.6 * n))
+        grid = fig.add_gridspec(n, 2 + twist)
+        for k, layer in enumerate(maps.layers):
+            _map_panel(fig, fig.add_subplot(grid[k, 0]), maps.grid(layer.rotation_deg), extent,
+                       f"layer {k} rotation [°]", symmetric=True, cmap="RdBu_r")
+            _map_panel(fig, fig.add_subplot(grid[k, 1]), maps.grid(100.0 * layer.dilatation), extent,
+                       f"layer {k} area change [%]", symmetric=True, cmap="PuOr_r")
+        if twist:
+            _map_panel(fig, fig.add_subplot(grid[:, 2]), maps.twist_deg, extent, "local twist [°]",
+                       symmetric=False, cmap="cividis")
+        fig.suptitle(title or f"local lattice deformation (Gaussian window σ = "
+                     f"{maps.layers[0].smoothing_sigma_angstrom:.1f} Å)")
     return fig
 
 
