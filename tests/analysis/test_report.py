@@ -106,6 +106,10 @@ def test_analyze_vector_figures(tmp_path, real_data):
         assert numbers["strain"]["layers"][layer]["n_points"] > 100
     assert spread["bonds_undistorted"] < spread["bonds"] - 0.003
     assert 28.0 < numbers["strain"]["local_twist_deg"]["median"] < 31.0
+    with np.load(folder / "strain.npz") as maps:  # the figure's maps as arrays, on a 1 Å grid
+        assert maps["twist_deg"].shape == (len(maps["y_angstrom"]), len(maps["x_angstrom"])) == (17, 17)
+        assert maps["layer1_rotation_deg"].shape == maps["twist_deg"].shape
+        assert np.nanmedian(maps["twist_deg"]) == pytest.approx(numbers["strain"]["local_twist_deg"]["median"])
     # an existing vector file is not replaced without --overwrite
     result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--bootstrap", "0", "--figure-format", "pdf"])
     assert result.exit_code == 0 and (folder / "overlay.pdf").read_bytes().startswith(b"%PDF")

@@ -2,7 +2,7 @@
 
 Input: a folder written by ``gombnet predict`` (``atoms.csv``, ``summary.json``,
 ``image.npy``). Output, in the same folder: ``analysis.json`` (every number),
-``bonds.png``, ``reconstruction.png``, ``strain.png``, for TMDs ``stacking.png`` and
+``bonds.png``, ``reconstruction.png``, ``strain.png`` (maps as arrays in ``strain.npz``), for TMDs ``stacking.png`` and
 ``se_sites.png``, and ``report.html`` (self-contained: figures embedded). Graphene gets C-C bonds
 (also with the image's shared distortion undone), lattice constants and twist; TMDs get W-W
 lattice constants, twist, Se fraction per layer with Vegard's law, column brightness ratios,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import check_output_path, write_text_atomic
+from ..atomic import atomic_path, check_output_path, write_text_atomic
 from ..errors import GombnetError, check
 from ..jsonio import dumps, json_safe
 from ..simulation.lattices import get_material
@@ -37,7 +37,7 @@ CALIBRATION_TOLERANCE = 0.04
 MONOLAYER_MIN_METAL_CONTRAST = 1.4
 VECTOR_FORMATS = ("pdf", "svg")
 OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
-                "se_sites.png", "strain.png")
+                "se_sites.png", "strain.png", "strain.npz")
 # A common distortion of the layers beyond this maximum shear [%] is named in the headline.
 DISTORTION_HEADLINE_PERCENT = 1.0
 
@@ -448,6 +448,9 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
         for name, fig in figures.items():
             save_figure(fig, folder / f"{Path(name).stem}.{figure_format}", overwrite=True, dpi=300)
         del figures["overlay.png"]  # the HTML report embeds the PNG that predict wrote
+    if material in ("graphene", "tmd") and "maps" in extra:
+        with atomic_path(folder / "strain.npz", overwrite=True) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **extra["maps"].to_arrays())
     write_text_atomic(folder / "analysis.json", dumps(result), overwrite=True)
     write_text_atomic(folder / "report.html", html_report(folder, summary, result, list(figures)),
                       overwrite=True)

@@ -164,6 +164,19 @@ class DeformationMaps:
         """A per-point field of one of :attr:`layers` as an ``(H, W)`` map."""
         return np.asarray(values).reshape(len(self.y_angstrom), len(self.x_angstrom))
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The maps as named arrays (for ``numpy.savez``): ``x_angstrom`` (W,), ``y_angstrom``
+        (H,), per layer ``layer{k}_rotation_deg``, ``_dilatation``, ``_exx``, ``_eyy``, ``_exy``
+        and ``_coverage`` (H, W), and ``twist_deg`` (H, W) for two or more layers; NaN where a
+        layer has no lattice."""
+        out = {"x_angstrom": self.x_angstrom, "y_angstrom": self.y_angstrom}
+        for k, d in enumerate(self.layers):
+            for name in ("rotation_deg", "dilatation", "exx", "eyy", "exy", "coverage"):
+                out[f"layer{k}_{name}"] = self.grid(getattr(d, name))
+        if self.twist_deg is not None:
+            out["twist_deg"] = self.twist_deg
+        return out
+
     def summary(self) -> dict:
         """Per layer the spreads of :meth:`LocalDeformation.summary` over the grid, and
         the spread of the local twist [deg]."""
