@@ -71,8 +71,10 @@ def deformation_analysis(layers: list, kind: str, fov_angstrom, *,
     ``sigma_angstrom`` is the maps' Gaussian window [Å] (default 2 lattice constants).
     """
     distortion = _try(strain.lattice_distortion, layers, kind=kind, field_of_view_angstrom=fov_angstrom)
+    # a 1 Å grid, coarser beyond 256 Å so that a large image's maps stay quick and small
+    step = max(1.0, max(fov_angstrom[2] - fov_angstrom[0], fov_angstrom[3] - fov_angstrom[1]) / 256.0)
     maps = _try(strain.deformation_maps, layers, kind=kind, field_of_view_angstrom=fov_angstrom,
-                smoothing_sigma_angstrom=sigma_angstrom)
+                smoothing_sigma_angstrom=sigma_angstrom, grid_spacing_angstrom=step)
     numbers = {"distortion": _as_dict(distortion), "strain": maps if isinstance(maps, dict) else maps.summary()}
     if not isinstance(maps, dict) and not any(np.isfinite(d.rotation_deg).any() for d in maps.layers):
         maps = {"error": "no lattice covers the field densely enough for a map"}  # no figure of nothing

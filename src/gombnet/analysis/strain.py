@@ -46,6 +46,8 @@ __all__ = ["DeformationMaps", "LatticeDistortion", "LocalDeformation", "deformat
 # 1.0a from v, and a window centred on F v does not cut the distorted lattice's vectors one-sidedly.
 _MATCH_FRACTION = 0.2
 _KINDS = ("honeycomb", "triangular")
+# Points per block of Gaussian weights (bounds the memory of the smoothing).
+_CHUNK_POINTS = 4096
 # Smallest cut [fraction of a] for vectors off their neighbourhood's fit (see local_deformation).
 _MIN_CUT_FRACTION = 0.1
 # Lattice atoms per unit area times a^2: honeycomb 4/sqrt(3), triangular 2/sqrt(3).
@@ -225,14 +227,22 @@ def _outer_sums(n_atoms: int, i: np.ndarray, d: np.ndarray, v: np.ndarray):
     return s_dv, s_vv, np.bincount(i, minlength=n_atoms).astype(np.float64)
 
 
-def _window(points: np.ndarray, pos: np.ndarray, sigma: float) -> sparse.csr_matrix:
-    """Gaussian weights (points x atoms) within 3 sigma."""
-    lists = cKDTree(pos).query_ball_point(points, r=3.0 * sigma)
-    counts = np.fromiter((len(v) for v in lists), dtype=np.intp, count=len(lists))
-    rows = np.repeat(np.arange(len(points)), counts)
-    cols = np.fromiter((j for v in lists for j in v), dtype=np.intp, count=int(counts.sum()))
-    r2 = np.sum((points[rows] - pos[cols]) ** 2, axis=1)
-    return sparse.csr_matrix((np.exp(-0.5 * r2 / sigma**2), (rows, cols)), shape=(len(points), len(pos)))
+def _smoothed(points: np.ndarray, pos: np.ndarray, sigma: float, s_dv, s_vv, n):
+    """Sums of the per-atom s_dv, s_vv and n over the atoms within 3 sigma of each point,
+    weighted by a Gaussian of standard deviation sigma.
+
+    Points are taken in chunks so that the weights of a large image (60 000 atoms, ~260 in
+    each window) never sit in memory at once."""
+    per_atom = np.column_stack([s_dv, s_vv, n])
+    out = np.zeros((len(points), per_atom.shape[1]))
+    tree = cKDTree(pos)
+    for start in range(0, len(points), _CHUNK_POINTS):
+        chunk = points[start:start + _CHUNK_POINTS]
+        pairs = cKDTree(chunk).sparse_distance_matrix(tree, 3.0 * sigma, output_type="ndarray")
+        w = sparse.csr_matrix((np.exp(-0.5 * (pairs["v"] / sigma) ** 2), (pairs["i"], pairs["j"])),
+                              shape=(len(chunk), len(pos)))
+        out[start:start + len(chunk)] = w @ per_atom
+    return out[:, :4], out[:, 4:8], out[:, 8]
 
 
 def _solve(s_dv: np.ndarray, s_vv: np.ndarray, usable: np.ndarray) -> np.ndarray:
@@ -354,8 +364,8 @@ def local_deformation(
     # vectors far off their neighbourhood's fit (atoms of the other layer, false atoms) are
     # dropped; the cut sits at 4x the residuals' own scale, so it never trims the noise of a
     # noisy image one-sidedly (at 2.2 sigma it moved a real image's mean area by 0.4 %)
-    w_atoms = _window(pos, pos, sigma)
-    f_atoms = _solve(w_atoms @ s_dv, w_atoms @ s_vv, (w_atoms @ n) >= 3)
+    sm_dv, sm_vv, sm_n = _smoothed(pos, pos, sigma, s_dv, s_vv, n)
+    f_atoms = _solve(sm_dv, sm_vv, sm_n >= 3)
     resid = np.hypot(*(d - np.einsum("mkl,ml->mk", f_atoms[i], v)).T)
     finite = np.isfinite(resid)
     if finite.any():
@@ -373,11 +383,11 @@ def local_deformation(
                 v = scale * v @ np.array([[c, s], [-s, c]])  # each v turned by phi
                 a, orientation = a * scale, (orientation + math.degrees(phi)) % 60.0
             s_dv, s_vv, n = _outer_sums(len(pos), i, d, v)
-    w = w_atoms if at_angstrom is None else _window(points, pos, sigma)
+    sm_dv, sm_vv, sm_n = _smoothed(points, pos, sigma, s_dv, s_vv, n)
     # weighted vectors of a complete lattice: 6 per atom, atoms per area x 2 pi sigma^2
     full = 6.0 * _ATOMS_PER_A2[kind] / a**2 * 2.0 * math.pi * sigma**2
-    coverage = (w @ n) / full
-    f = _solve(w @ s_dv, w @ s_vv, coverage >= float(min_coverage))
+    coverage = sm_n / full
+    f = _solve(sm_dv, sm_vv, coverage >= float(min_coverage))
     phi, exx, eyy, exy = _decompose(f)
     det = f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0]
     return LocalDeformation(
