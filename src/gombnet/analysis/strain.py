@@ -290,18 +290,23 @@ def _reference_vectors(pos: np.ndarray, kind: str, a_angstrom, orientation_deg, 
     if a_angstrom is None or orientation_deg is None:
         # the layer's mean lattice as the least-squares fit of all its vectors (the mean
         # vector length is biased long by position noise and by anisotropic strain)
-        f_all = _mean_deformation(*vectors[1:])
-        scale, phi = math.sqrt(abs(np.linalg.det(f_all))), _decompose(f_all[None])[0][0]
-        if a_angstrom is None:
-            a *= scale
-            f_all /= scale
-        if orientation_deg is None:
-            orientation = (orientation + math.degrees(phi)) % 60.0
-            c, s = math.cos(phi), math.sin(phi)
-            f_all = f_all @ np.array([[c, s], [-s, c]])  # f_all R(-phi): v is now turned by phi
-        # match again where the distorted lattice's vectors are expected
-        vectors = _matched_vectors(pos, kind, a, orientation, f_all)
+        a, orientation, f_all, m = _refit_reference(*vectors[1:], a, orientation, fit_a=a_angstrom is None,
+                                                    fit_orientation=orientation_deg is None)
+        # match again where the distorted lattice's vectors are expected: d ~ f_all v = f_all m^-1 v_new
+        vectors = _matched_vectors(pos, kind, a, orientation, f_all @ np.linalg.inv(m))
     return kind, a, orientation, vectors
+
+
+def _refit_reference(d, v, a: float, orientation: float, *, fit_a: bool, fit_orientation: bool):
+    """Move the reference lattice onto the least-squares mean lattice of the vectors.
+
+    Returns the new a [Å] and orientation [deg], the mean deformation against the old
+    reference, and m = scale R(phi), which takes old reference vectors to new ones."""
+    f_all = _mean_deformation(d, v)
+    scale = math.sqrt(abs(np.linalg.det(f_all))) if fit_a else 1.0
+    phi = float(_decompose(f_all[None])[0][0]) if fit_orientation else 0.0
+    m = scale * np.array([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
+    return a * scale, (orientation + math.degrees(phi)) % 60.0, f_all, m
 
 
 def local_deformation(
@@ -376,12 +381,9 @@ def local_deformation(
             i, d, v = i[keep], d[keep], v[keep]
             if a_angstrom is None or orientation_deg is None:
                 # the default reference is the mean lattice of the vectors kept
-                f_all = _mean_deformation(d, v)
-                scale = math.sqrt(abs(np.linalg.det(f_all))) if a_angstrom is None else 1.0
-                phi = float(_decompose(f_all[None])[0][0]) if orientation_deg is None else 0.0
-                c, s = math.cos(phi), math.sin(phi)
-                v = scale * v @ np.array([[c, s], [-s, c]])  # each v turned by phi
-                a, orientation = a * scale, (orientation + math.degrees(phi)) % 60.0
+                a, orientation, _, m = _refit_reference(d, v, a, orientation, fit_a=a_angstrom is None,
+                                                        fit_orientation=orientation_deg is None)
+                v = v @ m.T
             s_dv, s_vv, n = _outer_sums(len(pos), i, d, v)
     sm_dv, sm_vv, sm_n = _smoothed(points, pos, sigma, s_dv, s_vv, n)
     # weighted vectors of a complete lattice: 6 per atom, atoms per area x 2 pi sigma^2
