@@ -127,7 +127,8 @@ def tmd_analysis(atoms: dict, n_layers: int, class_names, fov_angstrom, shape, p
                  *, rng: np.random.Generator, n_bootstrap: int, image=None,
                  strain_sigma_angstrom: float | None = None) -> tuple[dict, dict]:
     """W-W lattice, W-X bonds, Se fraction and Vegard estimate per layer; column brightness
-    ratios per layer (with ``image``); twist; moiré maps."""
+    ratios per layer (with ``image``); twist; moiré maps; the W lattices' distortion and local
+    strain maps (``extra["maps"]``)."""
     chalcogens = [c for c in class_names if c in CHALCOGEN_CLASSES]
     out, extra = {"layers": {}}, {}
     brightness = (None if image is None or not len(atoms["x_px"]) else
