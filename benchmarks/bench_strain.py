@@ -60,9 +60,10 @@ def fwhm(layers, box, distortion=None):
 def main() -> None:
     ap = model_arguments(__doc__)
     ap.add_argument("--drift", type=float, default=0.03, help="drift shear and stretch drawn in [-DRIFT, DRIFT]")
+    ap.add_argument("--dose", type=float, default=DEMO_CONDITIONS["dose_counts_per_px"][0], help="counts per pixel")
     args = ap.parse_args()
     model = load_model(args.model)
-    preset = dataclasses.replace(load_preset(args.preset), **DEMO_CONDITIONS,
+    preset = dataclasses.replace(load_preset(args.preset), **{**DEMO_CONDITIONS, "dose_counts_per_px": (args.dose,) * 2},
                                  drift_shear=(-args.drift, args.drift), drift_stretch=(-args.drift, args.drift))
     graphene = args.preset == "graphene"
     species, kind = ("C", "honeycomb") if graphene else ("W", "triangular")
@@ -105,7 +106,8 @@ def main() -> None:
                      f"(true columns {t[0]:.3f}/{t[1]:.3f} -> {t[2]:.3f}/{t[3]:.3f})")
         print(line, flush=True)
         rows.append(row)
-    print(f"\n{args.n} images of {args.size} px, model {args.model}, drift up to {100 * args.drift:.0f} %: medians")
+    print(f"\n{args.n} images of {args.size} px, {args.dose:g} counts/px, model {args.model}, "
+          f"drift up to {100 * args.drift:.0f} %: medians")
     med = {k: float(np.median([r[k] for r in rows])) for k in rows[0] if not isinstance(rows[0][k], list)}
     print(f"  common distortion: largest component error {med['distortion_err']:.3f} % "
           f"(true max shear {med['max_shear_true']:.2f} %)")
