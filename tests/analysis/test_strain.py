@@ -114,6 +114,10 @@ def test_bad_input(honeycomb, triangular):
         local_deformation(pos, smoothing_sigma_angstrom=-1.0)
     with pytest.raises(GombnetError, match="too few honeycomb lattice vectors"):
         local_deformation(pos, kind="honeycomb", a_angstrom=1.0, orientation_deg=0.0)
+    chain = np.column_stack([np.arange(20) * 3.15, np.zeros(20)])  # no second direction: no 2-D strain
+    with pytest.raises(GombnetError, match="all point one way"):
+        local_deformation(chain, kind="triangular")
+    assert np.isnan(local_deformation(chain, kind="triangular", a_angstrom=3.15, orientation_deg=0.0).exx).all()
     with pytest.raises(GombnetError, match="empty"):
         deformation_maps([])
     with pytest.raises(GombnetError, match="coarser grid"):

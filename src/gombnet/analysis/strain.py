@@ -246,8 +246,11 @@ def _smoothed(points: np.ndarray, pos: np.ndarray, sigma: float, s_dv, s_vv, n):
 
 
 def _solve(s_dv: np.ndarray, s_vv: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """F = S_dv S_vv^-1 per point (NaN where not usable)."""
+    """F = S_dv S_vv^-1 per point (NaN where not usable, or where the vectors all point one way)."""
     f = np.full((len(s_dv), 2, 2), np.nan)
+    vv = s_vv.reshape(-1, 2, 2)
+    # an isotropic star of vectors has det / trace^2 = 1/4, vectors along one line 0
+    usable = usable & (vv[:, 0, 0] * vv[:, 1, 1] - vv[:, 0, 1] * vv[:, 1, 0] > 1e-3 * (vv[:, 0, 0] + vv[:, 1, 1]) ** 2)
     if usable.any():
         f[usable] = s_dv[usable].reshape(-1, 2, 2) @ np.linalg.inv(s_vv[usable].reshape(-1, 2, 2))
     return f
@@ -290,6 +293,8 @@ def _reference_vectors(pos: np.ndarray, kind: str, a_angstrom, orientation_deg, 
     if a_angstrom is None or orientation_deg is None:
         # the layer's mean lattice as the least-squares fit of all its vectors (the mean
         # vector length is biased long by position noise and by anisotropic strain)
+        if not np.isfinite(_mean_deformation(*vectors[1:])).all():
+            raise GombnetError(f"the {kind} lattice vectors all point one way; is this a 2-D lattice?")
         a, orientation, f_all, m = _refit_reference(*vectors[1:], a, orientation, fit_a=a_angstrom is None,
                                                     fit_orientation=orientation_deg is None)
         # match again where the distorted lattice's vectors are expected: d ~ f_all v = f_all m^-1 v_new
