@@ -6,7 +6,8 @@ Input: a folder written by ``gombnet predict`` (``atoms.csv``, ``summary.json``,
 ``se_sites.png``, and ``report.html`` (self-contained: figures embedded). Graphene gets C-C bonds
 (also with the image's shared distortion undone), lattice constants and twist; TMDs get W-W
 lattice constants, twist, Se fraction per layer with Vegard's law, column brightness ratios,
-moiré stacking maps and the Se-site statistics; both get the layers' distortion (scan
+moiré stacking maps and the Se-site statistics; graphene bilayers twisted under 10° get an
+AA / AB / BA / SP stacking map (``stacking.png`` too); both get the layers' distortion (scan
 distortion, heterostrain) and maps of local strain, rotation and twist. Every result is checked
 against the image's lattice for a wrong pixel size.
 """
@@ -25,7 +26,7 @@ from ..atomic import atomic_path, check_output_path, write_text_atomic
 from ..errors import GombnetError, check
 from ..jsonio import dumps, json_safe
 from ..simulation.lattices import get_material
-from . import bonds, composition, contrast, lattice, moire, stats, strain
+from . import bonds, composition, contrast, graphene_stacking, lattice, moire, stats, strain
 
 CHALCOGEN_CLASSES = ("S2", "SSe", "Se2")
 GRAPHENE_BOND_MAX_ANGSTROM = 1.75  # C-C is 1.42 Å; second neighbours are at 2.46 Å
@@ -38,6 +39,9 @@ MONOLAYER_MIN_METAL_CONTRAST = 1.4
 VECTOR_FORMATS = ("pdf", "svg")
 OUTPUT_FILES = ("analysis.json", "report.html", "bonds.png", "reconstruction.png", "stacking.png",
                 "se_sites.png", "strain.png", "strain.npz")
+# Graphene stacking maps only below this twist [deg]: moiré cells a / (2 sin(twist / 2)) under
+# 14 Å hold too few atoms for AA / AB / BA domains.
+GRAPHENE_STACKING_MAX_TWIST_DEG = 10.0
 # A common distortion of the layers beyond this maximum shear [%] is named in the headline.
 DISTORTION_HEADLINE_PERCENT = 1.0
 
@@ -85,14 +89,15 @@ def _bond_entry(d) -> dict:
     return d if isinstance(d, dict) else _as_dict(_try(bonds.bond_statistics, d))
 
 
-def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom, *,
+def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom, *, shape=None, pixel_size_angstrom=None,
                       strain_sigma_angstrom: float | None = None) -> tuple[dict, dict]:
     """C-C bonds, lattice constant and orientation per layer, twist between layers 0 and 1,
-    lattice distortion and local strain maps.
+    lattice distortion and local strain maps; with the image ``shape`` and pixel size, the
+    AA / AB / BA / SP stacking map of bilayers twisted less than 10°.
 
     ``fov_angstrom`` is the field of view (x_min, y_min, x_max, y_max) [Å]. Returns the
-    numbers and ``extra`` with the bond lengths per layer (``distances``) and the strain maps
-    (``maps``, when measured)."""
+    numbers and ``extra`` with the bond lengths per layer (``distances``), the strain maps
+    (``maps``) and the stacking map (``registry``), when measured."""
     out, extra = {"layers": {}}, {"distances": {}}
     positions = [_positions(atoms, layer, "C") for layer in range(n_layers)]
     numbers, distortion, maps = deformation_analysis(positions, "honeycomb", fov_angstrom,
@@ -117,6 +122,19 @@ def graphene_analysis(atoms: dict, n_layers: int, fov_angstrom, *,
         out["layers"][f"layer{layer}"] = entry
     if n_layers >= 2:
         out["twist"] = _as_dict(_try(lattice.twist_angle, positions[0], positions[1], kind="honeycomb"))
+        twist = out["twist"].get("twist_deg")
+        if shape is not None and twist is not None and twist < GRAPHENE_STACKING_MAX_TWIST_DEG:
+            reg = _try(graphene_stacking.graphene_stacking_map, positions[0], positions[1], shape,
+                       pixel_size_angstrom, field_of_view_angstrom=fov_angstrom)
+            if isinstance(reg, dict) and "error" in reg:
+                out["stacking"] = reg
+            else:
+                out["stacking"] = {"fractions": graphene_stacking.stacking_fractions(reg["registry"]),
+                                   "b_angstrom": reg["b_angstrom"]}
+                extra["registry"] = reg["registry"]
+        elif twist is not None:
+            out["stacking"] = {"skipped": f"twist {twist:.1f}° is over {GRAPHENE_STACKING_MAX_TWIST_DEG:.0f}°: "
+                                          "moiré cells too small for stacking domains"}
     out.update(numbers)
     if maps is not None:
         extra["maps"] = maps
@@ -373,8 +391,8 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
     dict
         Every number (also written to ``analysis.json``), with a one-line ``headline``.
     """
-    from ..report.figures import (bond_length_figure, deformation_figure, kde_comparison_figure, save_figure,
-                                  stacking_map_figure)
+    from ..report.figures import (bond_length_figure, deformation_figure, kde_comparison_figure,
+                                  registry_map_figure, save_figure, stacking_map_figure)
     from ..report.outputs import read_atoms_csv, read_summary, result_overlay
 
     folder = Path(folder)
@@ -402,7 +420,8 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
               "counts": summary.get("counts", {})}
     figures = {}
     if material == "graphene":
-        part, extra = graphene_analysis(atoms, n_layers, box, strain_sigma_angstrom=strain_sigma_angstrom)
+        part, extra = graphene_analysis(atoms, n_layers, box, shape=image.shape, pixel_size_angstrom=px,
+                                        strain_sigma_angstrom=strain_sigma_angstrom)
         result.update(part)
         distances = extra["distances"]
         all_d = np.concatenate([np.zeros(0), *distances.values()])
@@ -412,6 +431,9 @@ def analyze_folder(folder: str | os.PathLike, *, overwrite: bool = False, seed: 
                                                       title=f"C–C bonds, {len(distances)} layers",
                                                       undistorted_angstrom=undistorted if len(undistorted) >= 3
                                                       else None)
+        if "registry" in extra:
+            figures["stacking.png"] = registry_map_figure(extra["registry"], px,
+                                                          title="local stacking of the two layers")
     elif material == "tmd":
         part, extra = tmd_analysis(atoms, n_layers, class_names, box, image.shape, px,
                                    rng=np.random.default_rng(seed), n_bootstrap=n_bootstrap, image=image,

@@ -37,6 +37,7 @@ __all__ = [
     "bond_length_figure",
     "deformation_figure",
     "kde_comparison_figure",
+    "registry_map_figure",
     "save_figure",
     "stacking_map_figure",
     "vegard_figure",
@@ -84,6 +85,14 @@ def _new_figure(figsize) -> Figure:
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _map_axes(ax) -> None:
+    """Axes of a map: x and y in Å, framed on all four sides."""
+    ax.set_xlabel("x [Å]")
+    ax.set_ylabel("y [Å]")
+    ax.spines["top"].set_visible(True)
+    ax.spines["right"].set_visible(True)
 
 
 def _fmt_p(p: float) -> str:
@@ -371,10 +380,7 @@ def stacking_map_figure(
         if refs is not None:
             vmax = max(vmax, refs["A'B"])
         im = ax.imshow(m, extent=extent, origin="upper", cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
-        ax.set_xlabel("x [Å]")
-        ax.set_ylabel("y [Å]")
-        ax.spines["top"].set_visible(True)
-        ax.spines["right"].set_visible(True)
+        _map_axes(ax)
         cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
         cb.set_label("local stacking order [Å]")
         if refs is not None:
@@ -418,10 +424,7 @@ def _map_panel(fig, ax, values: np.ndarray, extent, label: str, *, symmetric: bo
     ax.set_facecolor("0.85")
     im = ax.imshow(values, extent=extent, origin="upper", cmap=cmap, vmin=vmin, vmax=vmax,
                    interpolation="nearest")
-    ax.set_xlabel("x [Å]")
-    ax.set_ylabel("y [Å]")
-    ax.spines["top"].set_visible(True)
-    ax.spines["right"].set_visible(True)
+    _map_axes(ax)
     fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02).set_label(label)
 
 
@@ -462,6 +465,53 @@ def deformation_figure(maps: DeformationMaps, *, title: str | None = None) -> Fi
                        symmetric=False, cmap="cividis")
         fig.suptitle(title or f"local lattice deformation (Gaussian window σ = "
                      f"{maps.layers[0].smoothing_sigma_angstrom:.1f} Å)")
+    return fig
+
+
+def registry_map_figure(registry, pixel_size_angstrom: float, *, title: str | None = None,
+                        figsize: tuple[float, float] = (3.9, 3.0)) -> Figure:
+    """Map of the local stacking of a graphene bilayer (AA, AB, BA, saddle point).
+
+    Parameters
+    ----------
+    registry : (H, W) int array
+        Class index into :data:`gombnet.analysis.graphene_stacking.STACKING_CLASSES`, -1 where
+        undefined (from :func:`~gombnet.analysis.graphene_stacking.graphene_stacking_map`).
+    pixel_size_angstrom : float
+        Pixel size [Å/px]; axes in Å (pixel (0, 0) centred at 0).
+    title : str, optional
+    figsize : (float, float)
+        Inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The map in four colour-blind-safe colours, with each class's share of the area in the
+        legend.
+    """
+    from matplotlib.colors import ListedColormap
+
+    from ..analysis.graphene_stacking import STACKING_CLASSES, stacking_fractions
+
+    reg = np.asarray(registry)
+    if reg.ndim != 2 or min(reg.shape) < 2:
+        raise GombnetError(f"registry must be a 2-D map, got shape {reg.shape}")
+    px = _positive(pixel_size_angstrom, "pixel_size_angstrom", upper=100.0)
+    colours = [COLORS["yellow"], COLORS["blue"], COLORS["vermillion"], "#DDDDDD"]
+    rows, cols = reg.shape
+    extent = (-px / 2, (cols - 0.5) * px, (rows - 0.5) * px, -px / 2)
+    shares = stacking_fractions(reg)
+    with matplotlib.rc_context(_STYLE):
+        fig = _new_figure(figsize)
+        ax = fig.add_subplot()
+        ax.set_facecolor("white")
+        ax.imshow(np.ma.masked_less(reg, 0), extent=extent, origin="upper", cmap=ListedColormap(colours),
+                  vmin=-0.5, vmax=3.5, interpolation="nearest")
+        _map_axes(ax)
+        handles = [Patch(facecolor=c, edgecolor="0.5", linewidth=0.4, label=f"{name} {100 * shares[name]:.0f} %")
+                   for c, name in zip(colours, STACKING_CLASSES)]
+        fig.legend(handles=handles, loc="outside right center", frameon=False)
+        ax.set_title(title or "local stacking")
     return fig
 
 
