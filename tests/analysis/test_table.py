@@ -12,6 +12,7 @@ GRAPHENE = {
     "material": "graphene", "pixel_size_angstrom": 0.1062, "counts": {"layer0": {"C": 10}, "layer1": {"C": 12}},
     "twist": {"twist_deg": 28.9},
     "distortion": {"common": {"max_shear": 3.1}, "heterostrain": {"max_shear": 0.2}},
+    "stacking": {"fractions": {"AA": 0.08, "AB": 0.3, "BA": 0.25, "SP": 0.37}},
     "strain": {"local_twist_deg": {"std": 0.19}, "layers": {"layer0": {"rotation_deg": {"std": 0.45}}}},
     "calibration": {"consistent": True, "suggested_pixel_size_angstrom": 0.1065},
     "layers": {"layer0": {"n_atoms": 10, "bonds": {"mean": 1.42, "std": 0.08, "fwhm": 0.15, "count": 14},
@@ -40,6 +41,7 @@ def test_rows_per_image_and_layer():
     assert first["distortion_max_shear_percent"] == second["distortion_max_shear_percent"] == 3.1
     assert second["heterostrain_max_shear_percent"] == 0.2 and second["local_twist_std_deg"] == 0.19
     assert second["local_rotation_std_deg"] is None and janus["distortion_max_shear_percent"] is None
+    assert second["stacking_ab_share"] == 0.3 and janus["stacking_aa_share"] is None
     assert janus["n_atoms"] == 15 and janus["se_fraction"] == 0.15 and janus["bond_fwhm_angstrom"] == 0.2
     assert janus["twist_deg"] is None and janus["calibration_consistent"] is None
 

@@ -17,6 +17,7 @@ from ..errors import check
 FIXED_COLUMNS = (
     "result", "material", "pixel_size_angstrom", "calibration_consistent", "suggested_pixel_size_angstrom",
     "twist_deg", "local_twist_std_deg", "distortion_max_shear_percent", "heterostrain_max_shear_percent",
+    "stacking_aa_share", "stacking_ab_share", "stacking_ba_share", "stacking_sp_share",
     "layer", "n_atoms",
 )
 MEASURED_COLUMNS = (
@@ -60,6 +61,7 @@ def results_table_rows(results: dict[str, dict]) -> tuple[list[str], list[dict]]
                 "local_twist_std_deg": _get(res, "strain", "local_twist_deg", "std"),
                 "distortion_max_shear_percent": _get(res, "distortion", "common", "max_shear"),
                 "heterostrain_max_shear_percent": _get(res, "distortion", "heterostrain", "max_shear"),
+                **{f"stacking_{c.lower()}_share": _get(res, "stacking", "fractions", c) for c in ("AA", "AB", "BA", "SP")},
                 "layer": layer,
                 "n_atoms": sum(int(n) for n in counts.values()),
                 "lattice_a_angstrom": _get(entry, "lattice", "a_angstrom"),
