@@ -9,7 +9,8 @@ and compares ``gombnet.analysis.strain`` on its atoms with the truth:
 * the heterostrain: the simulator strains each layer isotropically, so the isotropic part is
   ``a1 / a0 - 1`` and the anisotropic part 0;
 * the spread of the local twist and of each layer's local rotation: the simulated twist is
-  uniform, so these are the maps' noise floor;
+  uniform, so these are the maps' noise floor (beside the local-twist spread of the true
+  columns, which carry thermal displacements); ``--twist 2`` measures it near aligned stacking;
 * (graphene) the C-C FWHM before and after removing the common distortion, for the model's
   atoms and for the true columns.
 
@@ -61,9 +62,13 @@ def main() -> None:
     ap = model_arguments(__doc__)
     ap.add_argument("--drift", type=float, default=0.03, help="drift shear and stretch drawn in [-DRIFT, DRIFT]")
     ap.add_argument("--dose", type=float, default=DEMO_CONDITIONS["dose_counts_per_px"][0], help="counts per pixel")
+    ap.add_argument("--twist", type=float, help="a fixed twist [deg] instead of the demo's 10-50")
     args = ap.parse_args()
     model = load_model(args.model)
-    preset = dataclasses.replace(load_preset(args.preset), **{**DEMO_CONDITIONS, "dose_counts_per_px": (args.dose,) * 2},
+    conditions = {**DEMO_CONDITIONS, "dose_counts_per_px": (args.dose,) * 2}
+    if args.twist is not None:
+        conditions["twist_deg"] = (args.twist, args.twist)
+    preset = dataclasses.replace(load_preset(args.preset), **conditions,
                                  drift_shear=(-args.drift, args.drift), drift_stretch=(-args.drift, args.drift))
     graphene = args.preset == "graphene"
     species, kind = ("C", "honeycomb") if graphene else ("W", "triangular")
@@ -85,7 +90,9 @@ def main() -> None:
         a = [s.params[f"lattice_constant_angstrom_layer{k}"] for k in range(2)]
         # the predicted layer order is arbitrary: the isotropic heterostrain's sign follows it
         iso_true = 100.0 * (a[1] / a[0] - 1.0)
+        truth_maps = deformation_maps(truth, kind=kind, field_of_view_angstrom=box).summary()
         row = {
+            "twist_std_truth": truth_maps["local_twist_deg"]["std"],
             "distortion_err": float(np.max(np.abs(got - want))),
             "max_shear_true": float(np.hypot(0.5 * (want[0] - want[1]), want[2])),
             "iso_err": abs(abs(dist.heterostrain["isotropic"]) - abs(iso_true)),
@@ -112,7 +119,8 @@ def main() -> None:
     print(f"  common distortion: largest component error {med['distortion_err']:.3f} % "
           f"(true max shear {med['max_shear_true']:.2f} %)")
     print(f"  heterostrain: isotropic error {med['iso_err']:.3f} %, anisotropic (true 0) {med['hetero_shear']:.3f} %")
-    print(f"  noise floor: local twist std {med['twist_std']:.3f} deg, local rotation std {med['rotation_std']:.3f} deg")
+    print(f"  noise floor: local twist std {med['twist_std']:.3f} deg (true columns {med['twist_std_truth']:.3f} deg), "
+          f"local rotation std {med['rotation_std']:.3f} deg")
     if graphene:
         f = np.median([r["fwhm"] for r in rows], axis=0)
         t = np.median([r["fwhm_truth"] for r in rows], axis=0)

@@ -26,8 +26,9 @@ CLASS_WEIGHT_OPTION = typer.Option(
                                  "whose classes share a site (e.g. SSe=1.5 calls more columns Se-S); "
                                  "repeatable; default the model card's.")
 LATTICE_LAYERS_OPTION = typer.Option(True, help="Give regions where the network swapped the two layers back "
-                                                "to the layer whose lattice orientation they have (bilayers "
-                                                "twisted 8 degrees or more from aligned).")
+                                                "to the layer whose lattice orientation they have (bond "
+                                                "orientations from 8 degrees of twist, each layer's local "
+                                                "lattice rotation below).")
 
 
 def _layers(n: int) -> str:

@@ -61,6 +61,9 @@ def test_headline_names_a_distortion_shared_by_the_layers():
     shared = {"common": {"max_shear": 3.1, "stretch_axis_deg": 30.0}}
     assert "3.1 % shear (stretched along 30°, alike in every layer: scan distortion?)" in _headline(
         "graphene", {"layers": layers, "distortion": shared})
+    with_maps = {"layers": layers, "twist": {"twist_deg": 2.1}, "strain": {"local_twist_deg": {"std": 0.18}},
+                 "stacking": {"fractions": {"AA": 0.05, "AB": 0.1, "BA": 0.06, "SP": 0.79}}}
+    assert "twist 2.10° (local spread 0.18°); stacking AA 5 % AB 10 % BA 6 % SP 79 %" in _headline("graphene", with_maps)
     weak = {"common": {"max_shear": 0.4, "stretch_axis_deg": 30.0}}
     assert "distorted" not in _headline("graphene", {"layers": layers, "distortion": weak})
     one = {"layer0": {"counts": {"W": 10}}}

@@ -54,18 +54,35 @@ def test_a_consistent_bilayer_is_left_alone():
     np.testing.assert_array_equal(fixed, truth)
 
 
-@pytest.mark.parametrize("twist", [2.0, 58.5])
-def test_near_aligned_layers_are_not_judged(twist):
+@pytest.mark.parametrize("twist", [1.0, 2.0, 4.0, 58.5])
+def test_layers_a_few_degrees_apart_are_told_apart_by_their_local_rotation(twist):
     xy, truth = bilayer(twist, seed=2)
+    found, swapped = swap_disk(xy, truth)
+    fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
+    assert info["applied"] and info["method"] == "local rotation" and info["n_moved"] > 0.9 * swapped.sum()
+    assert np.mean(fixed == truth) > 0.99
+    assert info["rotation_separation_deg"] == pytest.approx(min(twist, 60 - twist), abs=0.6)
+    # without the local fit such layers are left as found
+    kept, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool),
+                                          min_rotation_twist_deg=None)
+    assert not info["applied"] and info["reason"]
+    np.testing.assert_array_equal(kept, found)
+
+
+def test_aligned_layers_are_not_judged():
+    xy, truth = bilayer(0.2, seed=2)
     found, _ = swap_disk(xy, truth)
     fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
-    assert not info["applied"] and info["reason"]
+    assert not info["applied"] and "local rotations" in info["reason"]
     np.testing.assert_array_equal(fixed, found)
 
 
-def test_one_lattice_split_at_random_is_not_judged():
+@pytest.mark.parametrize("jitter_px", [0.4, 1.0])
+def test_one_lattice_split_at_random_is_not_judged(jitter_px):
+    # the noise of the local rotations splits them into halves over 0.5 deg apart at 1 px
+    # (0.1 Å) of jitter; they are still too close for their spread
     rng = np.random.default_rng(3)
-    xy = honeycomb(10.0, rng)
+    xy = honeycomb(10.0, rng, jitter_px=jitter_px)
     layer = rng.integers(0, 2, len(xy))
     fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], layer, np.ones(len(xy), bool))
     assert not info["applied"]

@@ -349,7 +349,11 @@ def _headline(material: str, result: dict) -> str:
             parts.append(text)
     twist = result.get("twist", {})
     if "twist_deg" in twist:
-        parts.append(f"twist {twist['twist_deg']:.2f}°")
+        spread = ((result.get("strain") or {}).get("local_twist_deg") or {}).get("std")
+        parts.append(f"twist {twist['twist_deg']:.2f}°" + (f" (local spread {spread:.2f}°)" if spread is not None else ""))
+    shares = (result.get("stacking") or {}).get("fractions")
+    if material == "graphene" and shares:
+        parts.append("stacking " + " ".join(f"{name} {100 * share:.0f} %" for name, share in shares.items()))
     common = (result.get("distortion") or {}).get("common") or {}
     if common.get("max_shear", 0.0) > DISTORTION_HEADLINE_PERCENT:
         text = f"lattice distorted by {common['max_shear']:.1f} % shear (stretched along {common['stretch_axis_deg']:.0f}°"

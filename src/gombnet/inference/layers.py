@@ -7,7 +7,10 @@ orientation, so the swap shows in the atoms themselves: the bonds between atoms 
 one layer point along that layer's lattice in most of the image and along the other layer's
 in the swapped region. This module measures the local bond orientation of every lattice atom,
 finds the two orientations of the image, and gives each region of atoms back to the layer whose
-orientation it has.
+orientation it has. Bond orientations of single atoms are too noisy to separate layers less than
+8° apart; there each reported layer's lattice is fitted locally instead
+(:func:`gombnet.analysis.strain.local_deformation`, whose rotation is precise to about 0.1°),
+and a swapped region shows as a patch of one layer turned by the twist.
 
 Pixel convention: x = column, y = row.
 """
@@ -26,6 +29,8 @@ __all__ = ["lattice_layer_assignment", "relabel_found_atoms"]
 _SYMMETRY = 6
 # fewer lattice atoms than this in a layer or an orientation group decide nothing
 _MIN_LATTICE_ATOMS = 12
+# local-rotation groups must lie this many of their spreads apart to be two layers
+_MIN_SEPARATION_SPREADS = 4.0
 
 
 def _bond_order(xy: np.ndarray, nn_factor: float = 1.3) -> tuple[np.ndarray, float]:
@@ -102,6 +107,8 @@ def lattice_layer_assignment(
     separation_spreads: float = 2.0,
     min_group_fraction: float = 0.05,
     min_region_atoms: int = 10,
+    min_rotation_twist_deg: float | None = 0.5,
+    kind: str = "auto",
 ) -> tuple[np.ndarray, dict]:
     """Give regions whose two layers the network swapped back to the right layer.
 
@@ -133,6 +140,13 @@ def lattice_layer_assignment(
     min_region_atoms : int
         A swapped region must hold at least this many lattice atoms (connected within the
         region radius); fewer are atoms with noisy neighbourhoods, left as they were.
+    min_rotation_twist_deg : float or None
+        Where the bond orientations cannot tell the layers apart (closer than
+        ``min_separation_deg``, or too spread), each layer's lattice is fitted locally and
+        the atoms are split by their local lattice rotation, for layers at least this far
+        apart [deg]; None leaves such bilayers alone.
+    kind : {"auto", "honeycomb", "triangular"}
+        Lattice kind of the lattice atoms, for the local fit.
 
     Returns
     -------
@@ -154,7 +168,8 @@ def lattice_layer_assignment(
             and 0 <= min_group_fraction <= 0.5 and min_region_atoms >= 1):
         raise GombnetError("radius_nn and max_spread_deg must be > 0, the separations >= 0, "
                            "min_group_fraction in [0, 0.5], min_region_atoms >= 1")
-    info = {"applied": False, "reason": "", "orientations_deg": None, "spreads_deg": None, "n_moved": 0}
+    info = {"applied": False, "reason": "", "orientations_deg": None, "spreads_deg": None, "n_moved": 0,
+            "method": "bond order"}
     out = lay.copy()
     psi = np.zeros(len(x), complex)
     seed, nn = [], []
@@ -181,13 +196,17 @@ def lattice_layer_assignment(
     smaller = min(int(group0.sum()), int((~group0).sum()))
     if smaller < max(min_group_fraction * len(group0), _MIN_LATTICE_ATOMS):
         info["reason"] = f"one orientation holds only {smaller} of {len(group0)} lattice atoms"
-        return out, info
-    if max(spreads) > max_spread_deg:
-        info["reason"] = f"orientations too spread ({max(spreads):.1f} deg): one lattice orientation and noise"
-        return out, info
-    if separation < max(min_separation_deg, separation_spreads * max(spreads)):
+    elif max(spreads) > max_spread_deg:
+        info["reason"] = f"orientations too spread ({max(spreads):.1f} deg)"
+    elif separation < max(min_separation_deg, separation_spreads * max(spreads)):
         info["reason"] = f"the layers' orientations differ by {separation:.1f} deg only"
-        return out, info
+    if info["reason"]:
+        if min_rotation_twist_deg is None:
+            return out, info
+        # layers a few degrees apart: each layer's local lattice rotation tells them apart
+        return _rotation_assignment(x, y, lay, lat, kind=kind, radius_nn=radius_nn,
+                                    min_twist_deg=min_rotation_twist_deg, min_group_fraction=min_group_fraction,
+                                    min_region_atoms=min_region_atoms, info=info)
     lab = lay[lat]
     # the group most of layer 0's atoms fall in is layer 0's orientation
     if np.sum(group0 == (lab == 0)) < np.sum(group0 != (lab == 0)):
@@ -196,13 +215,82 @@ def lattice_layer_assignment(
     own = np.where(lab == 0, centres[0], centres[1])
     other = np.where(lab == 0, centres[1], centres[0])
     vote = np.real(z * np.conj(own)) - np.real(z * np.conj(other))
-    radius = radius_nn * float(np.median(nn))
+    return _swap_regions(x, y, lay, lat, vote, radius_nn * float(np.median(nn)), min_region_atoms, info)
+
+
+def _swap_regions(x, y, lay, lat, vote, radius: float, min_region_atoms: int, info: dict):
+    """Move every atom whose lattice atoms within ``radius`` vote, in sum, for the other layer
+    (``vote`` > 0: a lattice atom looks like its own layer), in regions of at least
+    ``min_region_atoms`` lattice atoms."""
+    out = lay.copy()
     regions = cKDTree(np.c_[x[lat], y[lat]]).query_ball_point(np.c_[x, y], radius)
     swapped = np.array([len(r) > 0 and float(vote[r].sum()) < 0 for r in regions], dtype=bool)
     swapped &= _in_large_region(x, y, swapped & lat, radius, min_region_atoms)
     out[swapped] = 1 - lay[swapped]
     info.update(applied=True, n_moved=int(swapped.sum()))
     return out, info
+
+
+def _rotation_assignment(x, y, lay, lat, *, kind: str, radius_nn: float, min_twist_deg: float,
+                         min_group_fraction: float, min_region_atoms: int, info: dict):
+    """The swap check for layers only a few degrees apart, from each layer's local rotation.
+
+    Each reported layer's lattice is fitted locally (:func:`gombnet.analysis.strain.
+    local_deformation`, a Gaussian window of one lattice constant): in a region the network
+    gave to the wrong layer, the reported layer's lattice turns by the twist, towards the
+    other layer's orientation. Its vectors are compared with the reference lattice's within
+    0.2 a, so this reaches twists up to about 10 degrees, where the bond-order check takes over.
+    """
+    from ..analysis.lattice import measure_lattice
+    from ..analysis.strain import local_deformation
+
+    orientation = np.full(len(x), np.nan)
+    nn = []
+    for k in (0, 1):
+        sel = lat & (lay == k)
+        pos = np.c_[x[sel], y[sel]]
+        try:
+            m = measure_lattice(pos, kind=kind)
+            d = local_deformation(pos, kind=m.kind, a_angstrom=m.a_angstrom, orientation_deg=m.orientation_deg,
+                                  smoothing_sigma_angstrom=m.a_angstrom)
+        except GombnetError as exc:
+            info["reason"] += f"; no local lattice: {exc}"
+            return lay.copy(), info
+        orientation[sel] = m.orientation_deg + d.rotation_deg
+        nn.append(m.nn_distance_angstrom)
+    ok = lat & np.isfinite(orientation)
+    if min(np.sum(ok & (lay == k)) for k in (0, 1)) < _MIN_LATTICE_ATOMS:
+        info["reason"] += "; too few locally fitted lattice atoms"
+        return lay.copy(), info
+    # orientations relative to layer 0's median, in (-30, 30] deg; two groups by 2-means
+    ref = float(np.median(orientation[ok & (lay == 0)]))
+    rel = (orientation - ref + 30.0) % 60.0 - 30.0
+    centres = np.percentile(rel[ok], [10.0, 90.0])
+    for _ in range(20):
+        group0 = np.abs(rel - centres[0]) <= np.abs(rel - centres[1])
+        if min((ok & group0).sum(), (ok & ~group0).sum()) == 0:
+            break
+        centres = np.array([np.median(rel[ok & group0]), np.median(rel[ok & ~group0])])
+    smaller = min(int((ok & group0).sum()), int((ok & ~group0).sum()))
+    separation = abs(float(centres[1] - centres[0]))
+    # two real orientations are far apart against each group's spread; one orientation split
+    # in two by its noise has halves about 2.7 spreads apart
+    resid = np.where(group0, rel - centres[0], rel - centres[1])[ok]
+    spread = 1.4826 * float(np.median(np.abs(resid)))
+    info["rotation_separation_deg"], info["rotation_spread_deg"] = separation, spread
+    if (separation < max(min_twist_deg, _MIN_SEPARATION_SPREADS * spread)
+            or smaller < max(min_group_fraction * ok.sum(), _MIN_LATTICE_ATOMS)):
+        info["reason"] += (f"; local rotations {separation:.2f} deg apart (spread {spread:.2f} deg), "
+                           f"smaller group {smaller} atoms")
+        return lay.copy(), info
+    # the group most of layer 0's atoms fall in is layer 0's orientation
+    if np.sum(ok & group0 & (lay == 0)) < np.sum(ok & ~group0 & (lay == 0)):
+        centres = centres[::-1]
+    own = np.where(lay == 0, centres[0], centres[1])
+    other = np.where(lay == 0, centres[1], centres[0])
+    vote = np.where(ok, np.abs(rel - other) - np.abs(rel - own), 0.0)[lat]
+    info.update(method="local rotation", orientations_deg=[float((ref + c) % 60.0) for c in centres])
+    return _swap_regions(x, y, lay, lat, vote, radius_nn * float(np.median(nn)), min_region_atoms, info)
 
 
 def relabel_found_atoms(found: dict, *, n_layers: int, classes_per_layer: int, lattice_class: int = 0,

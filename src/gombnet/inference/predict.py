@@ -143,8 +143,9 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
         model card's ``class_weights``, else 1 for every class.
     lattice_layers : bool
         Give regions where the network swapped the two layers back to the layer whose lattice
-        orientation their atoms have (:func:`gombnet.inference.layers.lattice_layer_assignment`;
-        bilayers whose orientations differ clearly, so not near-aligned ones). The first class
+        orientation their atoms have (:func:`gombnet.inference.layers.lattice_layer_assignment`:
+        by bond orientations from 8° of twist, by each layer's local lattice rotation down to
+        about 1°; aligned layers are left alone). The first class
         of a layer (or the card's ``lattice_class``) is its lattice. ``timings`` is unchanged;
         what it did is in ``Prediction.layer_check``.
 
