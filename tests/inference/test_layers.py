@@ -128,6 +128,8 @@ def test_bad_input():
         lattice_layer_assignment(xy[:, 0], xy[:, 1], truth + 1, lattice)
     with pytest.raises(GombnetError, match="radius_nn"):
         lattice_layer_assignment(xy[:, 0], xy[:, 1], truth, lattice, radius_nn=0)
+    with pytest.raises(GombnetError, match="min_rotation_twist_deg"):
+        lattice_layer_assignment(xy[:, 0], xy[:, 1], truth, lattice, min_rotation_twist_deg=0.0)
     few, info = lattice_layer_assignment(xy[:5, 0], xy[:5, 1], truth[:5], lattice[:5])
     assert not info["applied"] and "too few" in info["reason"]
 

@@ -165,9 +165,10 @@ def lattice_layer_assignment(
     if lay.size and not np.isin(lay, (0, 1)).all():
         raise GombnetError("lattice layer assignment needs exactly two layers (0 and 1)")
     if not (radius_nn > 0 and max_spread_deg > 0 and min_separation_deg >= 0 and separation_spreads >= 0
-            and 0 <= min_group_fraction <= 0.5 and min_region_atoms >= 1):
-        raise GombnetError("radius_nn and max_spread_deg must be > 0, the separations >= 0, "
-                           "min_group_fraction in [0, 0.5], min_region_atoms >= 1")
+            and 0 <= min_group_fraction <= 0.5 and min_region_atoms >= 1
+            and (min_rotation_twist_deg is None or min_rotation_twist_deg > 0)):
+        raise GombnetError("radius_nn, max_spread_deg and min_rotation_twist_deg must be > 0, the separations "
+                           ">= 0, min_group_fraction in [0, 0.5], min_region_atoms >= 1")
     info = {"applied": False, "reason": "", "orientations_deg": None, "spreads_deg": None, "n_moved": 0,
             "method": "bond order"}
     out = lay.copy()
@@ -182,24 +183,24 @@ def lattice_layer_assignment(
         seed.append(psi[sel].sum())
         nn.append(d)
     split = None if min(abs(s) for s in seed) == 0 else _two_orientations(psi[lat], (seed[0], seed[1]))
-    if split is None:
-        info["reason"] = "one orientation only"
-        return out, info
-    centres, group0 = split
     z = psi[lat]
-    # each group's orientation (mod 60 deg) and circular spread, psi_6 weighted by its length
-    angles, spreads = zip(*(_circular_mean_deg(np.angle(z[g]) / _SYMMETRY, 360.0 / _SYMMETRY, weights=np.abs(z[g]))
-                            for g in (group0, ~group0)))
-    angles, spreads = list(angles), list(spreads)
-    separation = abs(float(np.degrees(np.angle(centres[1] * np.conj(centres[0]))))) / _SYMMETRY
-    info.update(orientations_deg=angles, spreads_deg=spreads)
-    smaller = min(int(group0.sum()), int((~group0).sum()))
-    if smaller < max(min_group_fraction * len(group0), _MIN_LATTICE_ATOMS):
-        info["reason"] = f"one orientation holds only {smaller} of {len(group0)} lattice atoms"
-    elif max(spreads) > max_spread_deg:
-        info["reason"] = f"orientations too spread ({max(spreads):.1f} deg)"
-    elif separation < max(min_separation_deg, separation_spreads * max(spreads)):
-        info["reason"] = f"the layers' orientations differ by {separation:.1f} deg only"
+    if split is None:
+        info["reason"] = "one bond orientation only"
+    else:
+        centres, group0 = split
+        # each group's orientation (mod 60 deg) and circular spread, psi_6 weighted by its length
+        angles, spreads = zip(*(_circular_mean_deg(np.angle(z[g]) / _SYMMETRY, 360.0 / _SYMMETRY,
+                                                   weights=np.abs(z[g])) for g in (group0, ~group0)))
+        angles, spreads = list(angles), list(spreads)
+        separation = abs(float(np.degrees(np.angle(centres[1] * np.conj(centres[0]))))) / _SYMMETRY
+        info.update(orientations_deg=angles, spreads_deg=spreads)
+        smaller = min(int(group0.sum()), int((~group0).sum()))
+        if smaller < max(min_group_fraction * len(group0), _MIN_LATTICE_ATOMS):
+            info["reason"] = f"one orientation holds only {smaller} of {len(group0)} lattice atoms"
+        elif max(spreads) > max_spread_deg:
+            info["reason"] = f"orientations too spread ({max(spreads):.1f} deg)"
+        elif separation < max(min_separation_deg, separation_spreads * max(spreads)):
+            info["reason"] = f"the layers' orientations differ by {separation:.1f} deg only"
     if info["reason"]:
         if min_rotation_twist_deg is None:
             return out, info
