@@ -170,3 +170,37 @@ def test_overlay_colours_layers_or_for_one_layer_species():
     assert len(set(colours)) == 3
     labels = [t.get_text() for t in one.axes[1].get_legend().get_texts()]
     assert labels == ["W (4)", "S2 (4)", "SSe (4)"]
+
+
+def test_strain_and_registry_maps():
+    from gombnet.analysis.graphene_stacking import STACKING_CLASSES
+    from gombnet.analysis.strain import deformation_maps
+    from gombnet.report.figures import deformation_figure, registry_map_figure
+
+    a = 2.46
+    i, j = np.meshgrid(np.arange(-20, 21), np.arange(-20, 21))
+    base = i.reshape(-1, 1) * np.array([a, 0.0]) + j.reshape(-1, 1) * np.array([a / 2, a * math.sqrt(3) / 2])
+    layer = np.vstack([base, base + np.array([a / 2, a * math.sqrt(3) / 6])])
+    layer = layer[np.all(np.abs(layer) < 20.0, axis=1)]
+    t = math.radians(7.0)
+    twisted = layer @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T
+    fig = deformation_figure(deformation_maps([layer, twisted], grid_spacing_angstrom=2.0))
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert "local twist [°]" in labels and "layer 1 area change [%]" in labels and "y [Å]" in labels
+    registry = np.array([[0, 1, 2], [3, -1, 1]])
+    fig = registry_map_figure(registry, 0.5)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == [f"{name} {share} %" for name, share in zip(STACKING_CLASSES, (20, 40, 20, 20))]
+    with pytest.raises(GombnetError, match="DeformationMaps"):
+        deformation_figure({"twist_deg": np.zeros((2, 2))})
+    with pytest.raises(GombnetError, match="2-D map"):
+        registry_map_figure(np.zeros(5, int), 0.5)
+
+
+def test_bond_figure_shows_the_undistorted_bonds():
+    rng = np.random.default_rng(0)
+    d = rng.normal(1.42, 0.06, 500)
+    fig = bond_length_figure(d, undistorted_angstrom=rng.normal(1.42, 0.04, 500))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(label.startswith("scan distortion undone: FWHM 0.0") for label in labels)
+    assert not any("undone" in t.get_text() for t in bond_length_figure(d).axes[0].get_legend().get_texts())
