@@ -464,7 +464,7 @@ def analyze(
         None, help="Gaussian window of the strain and local-twist maps [Å] (default: 2 lattice constants)."),
     overwrite: bool = typer.Option(False, help="Replace existing analysis files."),
 ):
-    """Bond lengths, lattice and twist, composition, moiré stacking maps and an HTML report."""
+    """Bond lengths, lattice and twist, strain and local twist, composition, stacking maps, an HTML report."""
     from .analysis.report import VECTOR_FORMATS, analyze_folder, vegard_across
     from .atomic import check_output_path
 
