@@ -71,8 +71,12 @@ def honeycomb_sublattices(positions_angstrom, *, orientation_deg: float | None =
     theta = m.orientation_deg if orientation_deg is None else float(orientation_deg)
     if not math.isfinite(theta):
         raise GombnetError("orientation_deg must be finite")
+    return _sublattices(pos, theta, m.a_angstrom / SQRT3)
+
+
+def _sublattices(pos: np.ndarray, theta: float, b: float) -> np.ndarray:
+    """:func:`honeycomb_sublattices` for a known orientation [deg] and C–C distance b [Å]."""
     # bonds: the first shell, up to halfway to the second (a / sqrt(3) and a)
-    b = m.a_angstrom / SQRT3
     i, j, _ = neighbor_pairs(pos, max_distance_angstrom=0.5 * (1.0 + SQRT3) * b, unique=False)
     v = pos[j] - pos[i]
     z = np.exp(3j * np.arctan2(v[:, 1], v[:, 0]))
@@ -124,10 +128,11 @@ def graphene_stacking_map(
     """
     a_pos = _as_positions(layer_a, "layer_a", min_count=7)
     b_pos = _as_positions(layer_b, "layer_b", min_count=7)
-    sub = honeycomb_sublattices(a_pos, field_of_view_angstrom=field_of_view_angstrom)
+    m = measure_lattice(a_pos, kind="honeycomb", field_of_view_angstrom=field_of_view_angstrom)
+    b = m.a_angstrom / SQRT3
+    sub = _sublattices(a_pos, m.orientation_deg, b)
     if min(np.sum(sub == 0), np.sum(sub == 1)) < 3:
         raise GombnetError("layer A's atoms do not form a honeycomb with two sublattices")
-    b = measure_lattice(a_pos, kind="honeycomb", field_of_view_angstrom=field_of_view_angstrom).a_angstrom / SQRT3
     maps = stacking_map(a_pos[sub == 0], a_pos[sub == 1], b_pos, b_pos, shape, pixel_size_angstrom,
                         origin_angstrom=origin_angstrom, max_site_distance_angstrom=max_site_distance_angstrom)
     u = np.stack([maps["u_wx"], maps["u_xw"]], axis=-1).astype(np.float64) / b

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..analysis.lattice import _circular_mean_deg
+from ..analysis.lattice import _circular_mean_deg, measure_lattice
+from ..analysis.strain import local_deformation
 from ..errors import GombnetError
 
 __all__ = ["lattice_layer_assignment", "relabel_found_atoms"]
@@ -242,9 +243,6 @@ def _rotation_assignment(x, y, lay, lat, *, kind: str, radius_nn: float, min_twi
     other layer's orientation. Its vectors are compared with the reference lattice's within
     0.2 a, so this reaches twists up to about 10 degrees, where the bond-order check takes over.
     """
-    from ..analysis.lattice import measure_lattice
-    from ..analysis.strain import local_deformation
-
     orientation = np.full(len(x), np.nan)
     nn = []
     for k in (0, 1):
