@@ -89,6 +89,12 @@ pack_fig1e() {
         cp "$WORK/fig1e/$run.budget.json" "$WORK/fig1e-pack/fig1e-${run//+/-}-budget.json" 2>/dev/null
     done
     tar -czf "$OUT/logs.tar.gz.part$BASHPID" -C "$WORK" fig1e-pack && mv "$OUT/logs.tar.gz.part$BASHPID" "$OUT/logs.tar.gz"
+    # each run's best weights travel too, so that the test split can be scored again elsewhere
+    for run in $FIG_RUNS; do
+        local d=$WORK/fig1e/$run files=() part=$OUT/fig1e-${run//+/-}-run.tar.gz.part$BASHPID
+        for f in model.safetensors config.json state.json metrics.csv; do [ -e "$d/$f" ] && files+=("$f"); done
+        [ ${#files[@]} -gt 0 ] && tar -czf "$part" -C "$d" "${files[@]}" && mv "$part" "${part%.part*}"
+    done
 }
 # the call's limit can fall during an evaluation: pack whatever exists at the deadline
 ( sleep "$DEADLINE"; stamp "deadline: packing what there is"; has ship && for n in $SHIP_NAMES; do pack "$n"; done
@@ -105,7 +111,8 @@ if has ship; then
         "${WS2_SET[@]}" --out "$WORK/ws2-wsse-ft/data.h5" > "$LOG/simulate-ws2-wsse.txt" 2>&1 & SIMS+=($!)
 fi
 if has fig1e || has bench; then
-    $PY -m gombnet simulate --preset graphene --n "$N_FIG" --size "$SIZE_FIG" --seed 0 --workers 4 \
+    # all cores when no shipped-model datasets are simulated beside it
+    $PY -m gombnet simulate --preset graphene --n "$N_FIG" --size "$SIZE_FIG" --seed 0 --workers "$(has ship && echo 4 || echo 14)" \
         --out "$WORK/fig1e/graphene.h5" > "$LOG/simulate-fig1e.txt" 2>&1 & SIMS+=($!)
 fi
 [ ${#SIMS[@]} -gt 0 ] && wait "${SIMS[@]}"
@@ -148,7 +155,7 @@ fi
 [ ${#FIGS[@]} -gt 0 ] && wait "${FIGS[@]}"
 stamp "Fig. 1e trained"
 has fig1e && $PY benchmarks/fig1e.py --work "$WORK/fig1e" --n "$N_FIG" --size "$SIZE_FIG" --filters "$FILTERS_FIG" \
-    --epochs "$MAX_EPOCHS" --batch-size "$BATCH_FIG" --max-test-images "$MAX_TEST_FIG" --eval-workers 8 --evaluate-only 2>&1 | tee "$OUT/fig1e-table.txt"
+    --epochs "$MAX_EPOCHS" --batch-size "$BATCH_FIG" --max-test-images "$MAX_TEST_FIG" --eval-workers "$(has ship && echo 8 || echo 14)" --evaluate-only 2>&1 | tee "$OUT/fig1e-table.txt"
 stamp "Fig. 1e evaluated"
 [ ${#SHIPS[@]} -gt 0 ] && wait "${SHIPS[@]}"
 kill "$WATCHDOG" 2>/dev/null
