@@ -2,6 +2,7 @@
 
     python benchmarks/bench_predict.py --model graphene          # a shipped model or run folder
     python benchmarks/bench_predict.py --model graphene --big    # also 4096 x 4096 peak memory
+    python benchmarks/bench_predict.py --model graphene --big --device cuda   # on a GPU
 
 Prints the median time (5 repeats) of a 512 x 512 image to atoms.csv, excluding model
 loading (target <= 1 s on a 2-core CPU), and, with --big, the wall time and the peak resident
@@ -28,14 +29,14 @@ def simulated(size: int, seed: int = 0) -> np.ndarray:
     return demo_image("graphene", seed=seed, size_px=size).image
 
 
-def time_512(model_name: str, repeats: int) -> None:
+def time_512(model_name: str, repeats: int, device: str) -> None:
     import torch
 
     from gombnet.inference.predict import predict
     from gombnet.nn.checkpoint import load_model
     from gombnet.report.outputs import atoms_to_csv
 
-    model = load_model(model_name)
+    model = load_model(model_name, device=device)
     image = simulated(512)
     times, parts = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,16 +48,16 @@ def time_512(model_name: str, repeats: int) -> None:
                 times.append(time.perf_counter() - t0)
                 parts.append(result.timings)
     print(f"512x512 -> atoms.csv: median {statistics.median(times):.3f} s over {repeats} runs "
-          f"({len(result.atoms['x_px'])} atoms, {torch.get_num_threads()} torch threads)")
+          f"({len(result.atoms['x_px'])} atoms, {device}, {torch.get_num_threads()} torch threads)")
     for key in parts[0]:
         print(f"  {key}: {statistics.median(p[key] for p in parts):.3f} s")
 
 
-def big_child(model_name: str, size: int) -> None:
+def big_child(model_name: str, size: int, device: str) -> None:
     from gombnet.inference.predict import predict
     from gombnet.nn.checkpoint import load_model
 
-    model = load_model(model_name)
+    model = load_model(model_name, device=device)
     rng = np.random.default_rng(0)
     tile = simulated(1024)
     # a large field of view: tiles of a simulated image with noise, so every tile differs
@@ -65,8 +66,13 @@ def big_child(model_name: str, size: int) -> None:
     result = predict(image, model, pixel_size_angstrom=0.106)
     dt = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = ""
+    if device.startswith("cuda"):
+        import torch
+
+        gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MB"
     print(f"{size}x{size}: {dt:.1f} s, {len(result.atoms['x_px'])} atoms, peak resident memory {peak_mb:.0f} MB "
-          f"(whole process, torch included)")
+          f"(whole process, torch included){gpu}")
 
 
 def main() -> None:
@@ -75,15 +81,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--big-size", type=int, default=4096)
+    ap.add_argument("--device", default="cpu", help="torch device of the network: cpu, cuda, mps")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        big_child(args.model, args.big_size)
+        big_child(args.model, args.big_size, args.device)
         return
-    time_512(args.model, args.repeats)
+    time_512(args.model, args.repeats, args.device)
     if args.big:
         subprocess.run([sys.executable, __file__, "--child", "--model", args.model, "--big-size",
-                        str(args.big_size)], check=True)
+                        str(args.big_size), "--device", args.device], check=True)
 
 
 if __name__ == "__main__":
