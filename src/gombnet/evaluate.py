@@ -19,7 +19,7 @@ from .data import read_dataset
 from .errors import check
 from .inference.atoms import DEFAULT_SITE_GROUPS, find_atoms
 from .inference.layers import relabel_found_atoms
-from .inference.predict import atom_settings
+from .inference.predict import atom_settings, inference_network
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
 from .nn.train import pick_device, predict_probabilities
@@ -181,11 +181,12 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                                    initializer=limit_blas_threads)
         submit = pool.submit
     scored = []
+    net = inference_network(model, next(model.parameters()).device)
     try:
         for start in range(0, len(idx), batch_size):
             batch = idx[start:start + batch_size]
             # split indices come sorted (np.flatnonzero), as h5py's fancy indexing needs
-            probs = predict_probabilities(model, ds.images[batch], batch_size=batch_size)
+            probs = predict_probabilities(net, ds.images[batch], batch_size=batch_size)
             for i, p in zip(batch, probs):
                 future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                 class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),

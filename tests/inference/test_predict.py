@@ -84,3 +84,35 @@ def test_atom_settings_from_a_model_card():
     assert atom_settings({**card, "class_weights": {"SSe": 2.0}}, {"SSe": 1.0})[0]["class_weights"][2] == 1.0
     with pytest.raises(GombnetError, match="lattice_class 'Mo'"):
         atom_settings({**card, "lattice_class": "Mo"})
+
+
+def test_inference_network_folds_batchnorm_and_leaves_the_model_alone():
+    from gombnet import GombNet
+    from gombnet.inference.predict import inference_network, torch_predict_fn
+
+    torch.manual_seed(0)
+    model = GombNet(filters=(4, 8), dropout=0.2)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        # running statistics far from the identity, so that a wrong fold would show
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    net = inference_network(model, "cpu")
+
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert n_bn == 8 and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn
+    assert model.training  # the caller's model keeps its mode and weights
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    x = torch.rand(3, 1, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    got = torch_predict_fn(model, "cpu")(x.numpy())
+    assert got.shape == expected.shape and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
