@@ -76,6 +76,25 @@ def test_touching_disks_are_split(edge_px, separation_px):
     assert len(find_atoms(p, split_touching=False)["x_px"]) == len(singles) + 1
 
 
+def test_touching_disks_are_split_anywhere_in_a_large_map():
+    # pairs in blocks of their own, one straddling a block border, one at the map's edge,
+    # two in one block, amid a lattice of single atoms
+    from gombnet.inference.atoms import _SPLIT_BLOCK_PX as block
+
+    shape = (3 * block + 40, 2 * block + 30)
+    singles = [(x, y) for x in range(12, shape[1] - 12, 24) for y in range(12, shape[0] - 12, 24)]
+    starts = [(40.0, 40.0), (block - 3.0, 2 * block + 5.0), (2.0, 3 * block), (block + 30.0, 60.0),
+              (block + 70.0, 100.0)]
+    pairs = [(x, y) for x0, y0 in starts for x, y in ((x0 + 0.5, y0 + 0.5), (x0 + 7.5, y0 + 1.0))]
+    kept = [q for q in singles if min(np.hypot(q[0] - x, q[1] - y) for x, y in pairs) > 16]
+    p = soft_disks(pairs + kept, 4.0, 0.01, shape)
+    _, n_blobs = ndimage.label(p > 0.5)
+    assert n_blobs == len(kept) + len(starts)
+    atoms = find_atoms(p)
+    assert len(atoms["x_px"]) == len(pairs) + len(kept)
+    assert _match(_xy(atoms), np.array(pairs + kept)).max() < 0.3
+
+
 def test_single_large_atoms_are_not_split():
     # all atoms equally large: nothing is split even with flat-topped blobs
     p = soft_disks(POSITIONS, 6.0, 0.01)
