@@ -225,8 +225,11 @@ def _swap_regions(x, y, lay, lat, vote, radius: float, min_region_atoms: int, in
     (``vote`` > 0: a lattice atom looks like its own layer), in regions of at least
     ``min_region_atoms`` lattice atoms."""
     out = lay.copy()
-    regions = cKDTree(np.c_[x[lat], y[lat]]).query_ball_point(np.c_[x, y], radius)
-    swapped = np.array([len(r) > 0 and float(vote[r].sum()) < 0 for r in regions], dtype=bool)
+    # every (atom, lattice atom) pair within radius, zero distances included, in one array
+    pairs = cKDTree(np.c_[x, y]).sparse_distance_matrix(cKDTree(np.c_[x[lat], y[lat]]), radius,
+                                                        output_type="ndarray")
+    total = np.bincount(pairs["i"], weights=vote[pairs["j"]], minlength=len(x))
+    swapped = (np.bincount(pairs["i"], minlength=len(x)) > 0) & (total < 0)
     swapped &= _in_large_region(x, y, swapped & lat, radius, min_region_atoms)
     out[swapped] = 1 - lay[swapped]
     info.update(applied=True, n_moved=int(swapped.sum()))
