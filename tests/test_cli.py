@@ -109,6 +109,9 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--class-weight", "C"), "--class-weight")
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--class-weight", "C=-1"), "positive")
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--class-weight", "SSe=2"), "lacks")
+    one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--tta", "d5"), "--tta")
+    result = run("evaluate", "--model", out, "--data", tiny_graphene, "--split", "test", "--tta", "flips")
+    assert result.exit_code == 0, result.output
     one_line_error(run("train", "--data", tmp_path / "missing.h5", "--out", tmp_path / "r2"), "missing.h5")
     one_line_error(run("train", "--data", tiny_graphene, "--out", tmp_path / "r3", "--filters", "a,b"),
                    "--filters")

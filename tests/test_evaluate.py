@@ -45,6 +45,40 @@ def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
         evaluate_model(tmp_path / "run", tiny_graphene, device="warp-drive")
 
 
+class PointwiseModel(torch.nn.Module):
+    """A stand-in network whose output at a pixel depends on that pixel alone, so that it
+    commutes with flips and turns; counts the images it is given (in the class: evaluation
+    runs a copy of the model)."""
+
+    size_multiple = 1
+    images_seen = 0
+
+    def __init__(self, pixel_size_angstrom):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(12.0))
+        self.gombnet_config = {"n_layers": 2, "class_names": ["C"], "pixel_size_angstrom": pixel_size_angstrom,
+                               "architecture": {"n_layers": 2}}
+
+    def forward(self, x):
+        type(self).images_seen += x.shape[0]
+        return torch.cat([self.scale * (x - 0.55), self.scale * (0.45 - x)], dim=1)
+
+
+def test_test_time_augmentation_undoes_each_transform(tiny_graphene):
+    from gombnet.data import read_dataset
+
+    ds = read_dataset(tiny_graphene)
+    model = PointwiseModel(ds.pixel_size_angstrom(0))
+    plain = evaluate_model(model, tiny_graphene, split="all")
+    PointwiseModel.images_seen = 0
+    d4 = evaluate_model(model, tiny_graphene, split="all", tta="d4")
+    assert PointwiseModel.images_seen == 8 * 12  # eight passes per image
+    assert d4["meta"]["tta"] == "d4"
+    # an output that commutes with the transforms: the mean of the passes is the plain output
+    assert d4["pixel"]["mean_iou"] == pytest.approx(plain["pixel"]["mean_iou"], abs=1e-6)
+    assert d4["atoms"]["overall"]["f1"] == pytest.approx(plain["atoms"]["overall"]["f1"], abs=1e-9)
+
+
 def test_mismatched_classes(tmp_path, tiny_graphene, tiny_wsse):
     train(tiny_graphene, tmp_path / "run", TrainConfig(epochs=1, filters=(4, 8), batch_size=3, device="cpu"))
     with pytest.raises(GombnetError, match="do not match"):

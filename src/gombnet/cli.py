@@ -237,6 +237,7 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
     class_weight: Optional[List[str]] = CLASS_WEIGHT_OPTION,
     lattice_layers: bool = LATTICE_LAYERS_OPTION,
+    tta: str = typer.Option("none", help="Test-time augmentation: none, flips (4 passes per image) or d4 (8)."),
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
 ):
     """Pixel and atom metrics of a model on simulated data with known atoms."""
@@ -245,12 +246,15 @@ def evaluate(
     from .jsonio import dumps
     from .metrics import format_table
 
+    if tta not in TTA_CHOICES:
+        _fail(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     if json_out is not None:
         check_output_path(json_out, overwrite)
     results = evaluate_model(model, data, split=split, radius_angstrom=radius_angstrom,
                              threshold=threshold, max_images=max_images, group_by=by, n_groups=groups,
                              workers=workers, device=device, progress=sys.stderr.isatty(),
-                             class_weights=_class_weights(class_weight), lattice_layers=lattice_layers)
+                             class_weights=_class_weights(class_weight), lattice_layers=lattice_layers,
+                             tta=TTA_CHOICES[tta])
     typer.echo(format_table(results))
     if "layer_check" in results:
         c = results["layer_check"]

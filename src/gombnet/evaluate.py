@@ -19,9 +19,11 @@ from .data import read_dataset
 from .errors import check
 from .inference.atoms import DEFAULT_SITE_GROUPS, find_atoms
 from .inference.layers import relabel_found_atoms
-from .inference.predict import atom_settings, inference_network
+from .inference.predict import atom_settings, inference_network, torch_predict_fn
+from .inference.tiling import ensemble_predict
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
+from .nn.dataset import normalize_batch
 from .nn.train import pick_device, predict_probabilities
 
 
@@ -105,7 +107,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
                    group_by: str | None = None, n_groups: int = 4, workers: int = 1,
                    device: str | None = None, progress: bool = False, class_weights: dict | None = None,
-                   lattice_layers: bool = True) -> dict:
+                   lattice_layers: bool = True, tta=None) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -129,6 +131,10 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         default the model card's.
     lattice_layers : bool
         Run the lattice-orientation check of the layers, as ``gombnet predict`` does.
+    tta : sequence of str, "d4" or None
+        Test-time augmentation, as in :func:`gombnet.predict`: each image is predicted once
+        per transform, the passes' layer orders aligned and the probabilities averaged (the
+        whole image in one pass each, as without it). Costs one network pass per transform.
 
     Returns
     -------
@@ -181,12 +187,23 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                                    initializer=limit_blas_threads)
         submit = pool.submit
     scored = []
-    net = inference_network(model, next(model.parameters()).device)
+    if tta:  # one pass per transform, aligned and averaged, each over the whole image
+        fn = torch_predict_fn(model)
+        layout = dict(n_layers=int(config["n_layers"]), classes_per_layer=len(config["class_names"]))
+
+        def probabilities(images):
+            return np.stack([ensemble_predict(im, [fn], transforms=tta, tile_px=max(im.shape), overlap_px=0,
+                                              **layout)[0] for im in normalize_batch(images)])
+    else:
+        net = inference_network(model, next(model.parameters()).device)
+
+        def probabilities(images):
+            return predict_probabilities(net, images, batch_size=batch_size)
     try:
         for start in range(0, len(idx), batch_size):
             batch = idx[start:start + batch_size]
             # split indices come sorted (np.flatnonzero), as h5py's fancy indexing needs
-            probs = predict_probabilities(net, ds.images[batch], batch_size=batch_size)
+            probs = probabilities(ds.images[batch])
             for i, p in zip(batch, probs):
                 future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                 class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),
@@ -209,7 +226,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                                   "n_moved": sum(c["n_moved"] for c in checks)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
-                       "lattice_layers": lattice_layers,
+                       "lattice_layers": lattice_layers, "tta": tta,
                        "seconds": round(time.perf_counter() - t0, 2)}
     if group_by is not None:
         values = np.asarray(ds.params[group_by])[idx].astype(float)
