@@ -189,7 +189,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     scored = []
     if tta:  # one pass per transform, aligned and averaged, each over the whole image
         fn = torch_predict_fn(model)
-        layout = dict(n_layers=int(config["n_layers"]), classes_per_layer=len(config["class_names"]))
+        # passes aligned block by block of the training image size, as predict's tiles are
+        layout = dict(n_layers=int(config["n_layers"]), classes_per_layer=len(config["class_names"]),
+                      align_block_px=int(config.get("tile_px", 128)))
 
         def probabilities(images):
             return np.stack([ensemble_predict(im, [fn], transforms=tta, tile_px=max(im.shape), overlap_px=0,

@@ -411,3 +411,23 @@ def test_ensemble_of_branch_swapped_models_agrees():
     assert std.max() < 1e-5
     with pytest.raises(GombnetError):
         ensemble_predict(img, [], n_layers=2, classes_per_layer=2)
+
+
+def test_passes_are_aligned_block_by_block():
+    # a second model that agrees with the first on the left half of the field and has the
+    # layers the other way round on the right half, as two passes over a large field can
+    rng = np.random.default_rng(11)
+    img = rng.random((128, 128)).astype(np.float32)
+
+    def half_swapped(batch):
+        out = pointwise_fn(batch)
+        out[..., 64:] = out[:, [2, 3, 0, 1], :, 64:]
+        return out
+
+    kwargs = dict(n_layers=2, classes_per_layer=2, tile_px=128, overlap_px=0)
+    mean, std = ensemble_predict(img, [pointwise_fn, half_swapped], align_block_px=64, **kwargs)
+    np.testing.assert_allclose(mean, pointwise_fn(img[None, None])[0], atol=1e-6)
+    assert std.max() < 1e-6
+    # one order for the whole pass averages one half's layers into each other
+    _, std = ensemble_predict(img, [pointwise_fn, half_swapped], align_block_px=128, **kwargs)
+    assert min(std[:, :, 64:].max(), std[:, :, :64].max()) < 1e-6 < 0.1 < std.max()

@@ -713,6 +713,26 @@ def invert_transform(array, name: str) -> np.ndarray:
     return np.ascontiguousarray(_TRANSFORMS[name][1](np.asarray(array)))
 
 
+def _align_blocks(mean: np.ndarray, pred: np.ndarray, n_layers: int, cpl: int, block_px: int) -> np.ndarray:
+    """``pred`` with its layer order matched to ``mean`` block by block.
+
+    Over a large field two passes can disagree about which layer a region belongs to in
+    places; one order for the whole pass then averages those regions' atoms into both
+    layers. Each block of ``block_px`` takes the order that matches best there, blocks that
+    cannot decide (empty, a near-tie) the order of the whole pass.
+    """
+    overall = _best_perm(_match_matrix(mean, pred, n_layers, cpl))
+    out = np.empty(pred.shape, np.float32)
+    height, width = pred.shape[1:]
+    for y in range(0, height, block_px):
+        for x in range(0, width, block_px):
+            sl = (slice(None), slice(y, y + block_px), slice(x, x + block_px))
+            perm, decided = _decide_perm(_match_matrix(mean[sl], pred[sl], n_layers, cpl))
+            out[sl] = permute_branches(pred[sl], perm if decided else overall, n_layers=n_layers,
+                                       classes_per_layer=cpl)
+    return out
+
+
 def _aggregate(
     image: np.ndarray,
     passes: Sequence[tuple[PredictFn, str]],
@@ -722,8 +742,11 @@ def _aggregate(
     tile_kwargs: dict,
     align_layers: bool,
     progress: bool,
+    align_block_px: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over passes, each aligned to the running mean (Welford update)."""
+    """Mean and std over passes, each aligned to the running mean (Welford update), block by
+    block of ``align_block_px`` (default the tile size)."""
+    block = int(align_block_px or tile_kwargs["tile_px"])
     mean = m2 = None
     for k, (fn, name) in enumerate(passes, start=1):
         fwd, inv = _TRANSFORMS[name]
@@ -741,11 +764,10 @@ def _aggregate(
             mean = np.ascontiguousarray(pred)  # the first pass sets the layer order
             m2 = np.zeros_like(mean)
             continue
+        perm = tuple(range(n_layers))
         if align_layers and n_layers > 1:
             # the running mean keeps the first pass's order and is less noisy than it
-            perm = _best_perm(_match_matrix(mean, pred, n_layers, classes_per_layer))
-        else:
-            perm = tuple(range(n_layers))
+            pred = _align_blocks(mean, pred, n_layers, classes_per_layer, block)
         # Welford update channel by channel: temporaries stay (H, W)
         inv_k = np.float32(1.0 / k)
         for c_out in range(mean.shape[0]):
@@ -830,12 +852,14 @@ def ensemble_predict(
     batch_size: int = 4,
     align_layers: bool = True,
     progress: bool = False,
+    align_block_px: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Average several models (each optionally with test-time augmentation).
 
     Every (model, transform) pair is one pass; each is aligned to the running mean of
-    the passes before it, so the first pass (first model, first transform) sets the
-    layer order. Returns ``(mean, std)`` like :func:`tta_predict`.
+    the passes before it, block by block of ``align_block_px`` (default ``tile_px``), so
+    the first pass (first model, first transform) sets the layer order. Returns
+    ``(mean, std)`` like :func:`tta_predict`.
 
     Parameters
     ----------
@@ -863,4 +887,5 @@ def ensemble_predict(
         tile_kwargs=dict(tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size),
         align_layers=align_layers,
         progress=progress,
+        align_block_px=align_block_px,
     )
