@@ -714,7 +714,7 @@ def invert_transform(array, name: str) -> np.ndarray:
 
 
 def _align_blocks(mean: np.ndarray, pred: np.ndarray, n_layers: int, cpl: int, block_px: int) -> np.ndarray:
-    """``pred`` with its layer order matched to ``mean`` block by block.
+    """``pred`` (changed in place) with its layer order matched to ``mean`` block by block.
 
     Over a large field two passes can disagree about which layer a region belongs to in
     places; one order for the whole pass then averages those regions' atoms into both
@@ -722,15 +722,16 @@ def _align_blocks(mean: np.ndarray, pred: np.ndarray, n_layers: int, cpl: int, b
     cannot decide (empty, a near-tie) the order of the whole pass.
     """
     overall = _best_perm(_match_matrix(mean, pred, n_layers, cpl))
-    out = np.empty(pred.shape, np.float32)
+    identity = tuple(range(n_layers))
     height, width = pred.shape[1:]
     for y in range(0, height, block_px):
         for x in range(0, width, block_px):
             sl = (slice(None), slice(y, y + block_px), slice(x, x + block_px))
             perm, decided = _decide_perm(_match_matrix(mean[sl], pred[sl], n_layers, cpl))
-            out[sl] = permute_branches(pred[sl], perm if decided else overall, n_layers=n_layers,
-                                       classes_per_layer=cpl)
-    return out
+            perm = perm if decided else overall
+            if perm != identity:  # in place, one block at a time: no second copy of the pass
+                pred[sl] = permute_branches(pred[sl], perm, n_layers=n_layers, classes_per_layer=cpl)
+    return pred
 
 
 def _aggregate(
