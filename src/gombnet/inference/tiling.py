@@ -721,16 +721,17 @@ def _align_blocks(mean: np.ndarray, pred: np.ndarray, n_layers: int, cpl: int, b
     layers. Each block of ``block_px`` takes the order that matches best there, blocks that
     cannot decide (empty, a near-tie) the order of the whole pass.
     """
-    overall = _best_perm(_match_matrix(mean, pred, n_layers, cpl))
-    identity = tuple(range(n_layers))
     height, width = pred.shape[1:]
-    for y in range(0, height, block_px):
-        for x in range(0, width, block_px):
-            sl = (slice(None), slice(y, y + block_px), slice(x, x + block_px))
-            perm, decided = _decide_perm(_match_matrix(mean[sl], pred[sl], n_layers, cpl))
-            perm = perm if decided else overall
-            if perm != identity:  # in place, one block at a time: no second copy of the pass
-                pred[sl] = permute_branches(pred[sl], perm, n_layers=n_layers, classes_per_layer=cpl)
+    blocks = [(slice(None), slice(y, y + block_px), slice(x, x + block_px))
+              for y in range(0, height, block_px) for x in range(0, width, block_px)]
+    matches = [_match_matrix(mean[sl], pred[sl], n_layers, cpl) for sl in blocks]
+    overall = _best_perm(np.sum(matches, axis=0))  # the whole field's match is the blocks' sum
+    identity = tuple(range(n_layers))
+    for sl, match in zip(blocks, matches):
+        perm, decided = _decide_perm(match)
+        perm = perm if decided else overall
+        if perm != identity:  # in place, one block at a time: no second copy of the pass
+            pred[sl] = permute_branches(pred[sl], perm, n_layers=n_layers, classes_per_layer=cpl)
     return pred
 
 
@@ -765,15 +766,13 @@ def _aggregate(
             mean = np.ascontiguousarray(pred)  # the first pass sets the layer order
             m2 = np.zeros_like(mean)
             continue
-        perm = tuple(range(n_layers))
         if align_layers and n_layers > 1:
             # the running mean keeps the first pass's order and is less noisy than it
             pred = _align_blocks(mean, pred, n_layers, classes_per_layer, block)
         # Welford update channel by channel: temporaries stay (H, W)
         inv_k = np.float32(1.0 / k)
         for c_out in range(mean.shape[0]):
-            layer, cls = divmod(c_out, classes_per_layer)
-            p = pred[perm[layer] * classes_per_layer + cls]
+            p = pred[c_out]
             delta = p - mean[c_out]
             mean[c_out] += delta * inv_k
             delta *= p - mean[c_out]
