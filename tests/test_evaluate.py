@@ -25,6 +25,22 @@ def test_perfect_prediction_scores_one(tiny_wsse):
     # disks centred on the columns give back the columns (up to disks cut by the border)
     assert overall["recall"] > 0.9 and overall["precision"] > 0.9
     assert overall["rmse_angstrom"] < 0.05
+    # per column: the scored ones (away from the border) and how far each one's atom was
+    errors = result["column_errors"]
+    n_scored = overall["tp"] + overall["fn"]
+    assert len(errors["index"]) == len(errors["error_px"]) == n_scored
+    found = np.isfinite(errors["error_px"])
+    assert found.sum() == overall["tp"]
+    px = ds.pixel_size_angstrom(i)
+    assert np.sqrt(np.mean(errors["error_px"][found] ** 2)) * px == pytest.approx(overall["rmse_angstrom"])
+    # a layer left empty: its columns are missed (NaN), the other layer's still found
+    half = truth.copy()
+    half[3:] = 0
+    errors = evaluate_image(half, ds.masks[i], ds.columns_of(i), n_layers=2, class_names=ds.class_names,
+                            pixel_size_angstrom=px)["column_errors"]
+    layer = ds.columns_of(i)["layer"][errors["index"]]
+    assert np.isnan(errors["error_px"][layer == 1]).all()
+    assert np.isfinite(errors["error_px"][layer == 0]).mean() > 0.9
 
 
 def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
@@ -37,6 +53,9 @@ def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
     assert (check["n_moved"] > 0) == (check["n_changed"] > 0)
     assert "layer_check" not in evaluate_model(tmp_path / "run", tiny_graphene, split="all", lattice_layers=False)
     json.dumps(results, allow_nan=True)
+    kept = evaluate_model(tmp_path / "run", tiny_graphene, split="all", max_images=5, keep_per_image=True)
+    assert [r["image_index"] for r in kept["per_image"]] == list(range(5))
+    assert "per_image" not in results
     # the network may run elsewhere (a GPU where there is one); on this CPU the numbers are the same
     on_auto = evaluate_model(tmp_path / "run", tiny_graphene, split="all", device="auto")
     if not torch.cuda.is_available():

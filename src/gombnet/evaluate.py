@@ -70,8 +70,10 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
 
     Returns
     -------
-    dict with keys ``layer_perm``, ``pixel``, ``atoms`` and ``layer_check`` (what the lattice
-    check of the layers did, or None).
+    dict with keys ``layer_perm``, ``pixel``, ``atoms``, ``layer_check`` (what the lattice
+    check of the layers did, or None) and ``column_errors``: ``index`` (the true columns scored,
+    those away from the border, as indices into ``true_columns``) and ``error_px`` (distance to
+    each one's matched atom [px], NaN where missed).
     """
     truth = np.asarray(true_masks).astype(bool)
     perm = best_layer_assignment(probs > threshold, truth, n_layers)
@@ -87,12 +89,16 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     border_px = radius_angstrom / pixel_size_angstrom
     h, w = truth.shape[-2:]
     found = inside_border(found, h, w, border_px)
-    true_columns = inside_border(true_columns, h, w, border_px)
+    n_true = len(np.asarray(true_columns["x_px"]))
+    true_columns = inside_border({**true_columns, "index": np.arange(n_true)}, h, w, border_px)
     atoms = atom_metrics(found, true_columns, n_layers=n_layers, class_names=class_names,
                          radius_px=radius_angstrom / pixel_size_angstrom,
                          pixel_size_angstrom=pixel_size_angstrom, dopant_class=dopant_class(class_names),
                          dopant_sites=dopant_sites(class_names))
-    return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms, "layer_check": layer_check}
+    # which true columns were scored, and how far each one's match was
+    errors = {"index": true_columns["index"], "error_px": np.asarray(atoms.pop("column_error_px"), dtype=float)}
+    return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms, "layer_check": layer_check,
+            "column_errors": errors}
 
 
 def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
@@ -107,7 +113,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
                    group_by: str | None = None, n_groups: int = 4, workers: int = 1,
                    device: str | None = None, progress: bool = False, class_weights: dict | None = None,
-                   lattice_layers: bool = True, tta=None) -> dict:
+                   lattice_layers: bool = True, tta=None, keep_per_image: bool = False) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -135,6 +141,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         Test-time augmentation, as in :func:`gombnet.predict`: each image is predicted once
         per transform, the passes' layer orders aligned and the probabilities averaged (the
         whole image in one pass each, as without it). Costs one network pass per transform.
+    keep_per_image : bool
+        Also return every image's own result (:func:`evaluate_image`) under ``per_image``, with
+        its index in the data file as ``image_index`` (not JSON-ready: it holds arrays).
 
     Returns
     -------
@@ -230,6 +239,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
                        "lattice_layers": lattice_layers, "tta": tta,
                        "seconds": round(time.perf_counter() - t0, 2)}
+    if keep_per_image:
+        results["per_image"] = [{**r, "image_index": int(i)} for r, i in zip(per_image, idx)]
     if group_by is not None:
         values = np.asarray(ds.params[group_by])[idx].astype(float)
         order = np.argsort(values, kind="stable")

@@ -627,6 +627,10 @@ def atom_metrics(
             "falsely predicts Se atoms in the other layer" rate, per chalcogen column.
             ``per_layer`` gives predicted, wrong and true dopant counts and
             ``n_sites_clean`` per layer.
+        ``column_error_px``
+            list of float, one value per true column in the order given: the distance [px] to
+            the prediction it was matched to (same layer and class), NaN where missed.
+            Per image only; :func:`aggregate` leaves it out.
         plus ``kind`` (``"atoms"``), ``n_layers``, ``class_names``, ``layer_perm``,
         ``radius_px``, ``pixel_size_angstrom``, ``n_pred``, ``n_true``.
     """
@@ -669,11 +673,13 @@ def atom_metrics(
     a2 = float(pixel_size_angstrom) ** 2
 
     counts = np.zeros((n_layers, n_classes, 5))
+    column_error = np.full(len(t_xy), np.nan)
     for layer in range(n_layers):
         for k in range(n_classes):
             ip = np.flatnonzero((p_layer == layer) & (p_class == k))
             it = np.flatnonzero((t_layer == layer) & (t_class == k))
-            _, _, d = match_points(p_xy[ip], t_xy[it], radius_px)
+            _, mj, d = match_points(p_xy[ip], t_xy[it], radius_px)
+            column_error[it[mj]] = d
             sse = float(np.sum(d**2))
             counts[layer, k] = [len(d), len(ip) - len(d), len(it) - len(d), sse, sse * a2]
 
@@ -726,6 +732,7 @@ def atom_metrics(
         "confusion": confusion,
         "cross_layer": cross_d,
         "dopant": dop_d,
+        "column_error_px": column_error.tolist(),
     }
 
 

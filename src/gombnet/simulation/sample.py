@@ -20,7 +20,7 @@ from .imaging import (
 from .labels import disk_masks
 from .lattices import ATOMIC_NUMBER, alloy_endmember, get_material
 from .presets import NOISE_PARAMS, SCENARIOS, Preset
-from .structure import SCENARIO_CODE, build_structure
+from .structure import SCENARIO_CODE, Structure, build_structure
 
 _CARBON_Z = 6
 _BACKGROUND_CONTRAST = 0.6  # log-amplitude of the contamination patches: exp(0.6 * g), g ~ N(0, 1)
@@ -165,6 +165,175 @@ def draw_parameters(preset: Preset, rng: np.random.Generator) -> dict[str, float
     return p
 
 
+@dataclass
+class Scene:
+    """Everything one simulated image is made of before detector noise, in image pixels.
+
+    :func:`simulate_scene` draws it; :func:`simulate_sample` renders it, adds detector noise and
+    draws the labels. Kept apart so that the noiseless image and each column's share of it can be
+    recomputed, e.g. for the Cramér-Rao bound of
+    :func:`gombnet.simulation.precision.column_position_bound`.
+
+    Attributes
+    ----------
+    params : dict of str -> float
+        Every parameter drawn for the image (see :func:`simulate_sample`).
+    shape : (int, int)
+        Image size (rows, columns).
+    atom_x_px, atom_y_px : ndarray, float64, shape (n,)
+        Where each scatterer is rendered (scan drift applied; line jitter is applied row by row
+        by the renderer, ``render_kwargs["row_shift_px"]``).
+    atom_weight : ndarray, float64, shape (n,)
+        Its weight ``Z ** n`` (see :func:`atom_weights`).
+    atom_column : ndarray, int64, shape (n,)
+        Index of its column in the ``column_*`` arrays; -1 for amorphous contamination atoms.
+    column_x_px, column_y_px : ndarray, float64, shape (m,)
+        Where each column appears in the image (drift and its rows' average jitter applied):
+        the label positions.
+    column_layer, column_class : ndarray, int16, shape (m,)
+        Layer and class index of each column.
+    in_fov : ndarray, bool, shape (m,)
+        Columns whose centre lies inside the image: the ones :class:`Sample` lists, in this order.
+    render_kwargs : dict
+        Keyword arguments of :func:`~gombnet.simulation.imaging.render_haadf` for this image
+        (blur, probe, aberrations, line jitter, canvas padding).
+    background : ndarray, float32, shape ``shape``, or None
+        Contamination pattern (mean 1); the image gets ``background_amplitude`` times its mean
+        times this pattern.
+    structure : Structure
+        The specimen: atoms and columns in Å, before scan distortion.
+    """
+
+    params: dict[str, float]
+    shape: tuple[int, int]
+    atom_x_px: np.ndarray
+    atom_y_px: np.ndarray
+    atom_weight: np.ndarray
+    atom_column: np.ndarray
+    column_x_px: np.ndarray
+    column_y_px: np.ndarray
+    column_layer: np.ndarray
+    column_class: np.ndarray
+    in_fov: np.ndarray
+    render_kwargs: dict
+    background: np.ndarray | None
+    structure: Structure
+
+    def noiseless_image(self) -> np.ndarray:
+        """The image before detector noise, float32 (arbitrary intensity units)."""
+        image = render_haadf(self.atom_x_px, self.atom_y_px, self.atom_weight, self.shape, **self.render_kwargs)
+        if self.background is not None:
+            image += (self.params["background_amplitude"] * float(image.mean())) * self.background
+        return image
+
+
+def simulate_scene(preset: Preset, rng: np.random.Generator, *, image_size_px: int | None = None) -> Scene:
+    """Draw one image's specimen, microscope and scan: everything but the detector noise.
+
+    Draws from ``rng`` exactly what :func:`simulate_sample` draws before the noise, so the same
+    generator state gives the scene of that sample (image ``i`` of a dataset file: child ``i``
+    of ``numpy.random.SeedSequence(seed)``, see :func:`gombnet.data.simulate_dataset`).
+
+    Parameters
+    ----------
+    preset : Preset
+        From :func:`gombnet.simulation.presets.load_preset`.
+    rng : numpy.random.Generator
+    image_size_px : int, optional
+        Output size (square); default ``preset.image_size_px``.
+
+    Returns
+    -------
+    Scene
+    """
+    if not isinstance(preset, Preset):
+        raise GombnetError(f"preset must be a Preset (use load_preset), got {type(preset).__name__}")
+    if not isinstance(rng, np.random.Generator):
+        raise GombnetError("rng must be a numpy.random.Generator, e.g. numpy.random.default_rng(seed)")
+    size = preset.image_size_px if image_size_px is None else image_size_px
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 16 <= size <= 16384:
+        raise GombnetError(f"image_size_px must be an integer in 16..16384, got {image_size_px!r}")
+    size = int(size)
+
+    p = draw_parameters(preset, rng)
+    px = p["pixel_size_angstrom"]
+    sigma_px = math.hypot(p["atom_sigma_angstrom"], p["source_sigma_angstrom"]) / px
+    jitter_px = p["jitter_sigma_angstrom"] / px
+    pad = default_pad_px(px, sigma_px) + int(math.ceil(4.0 * jitter_px))
+    if p["probe_tail_fraction"] > 0:
+        # the smooth halo only needs a partial margin: what wraps around is lattice of the same kind
+        pad = max(pad, int(math.ceil(1.5 * p["probe_tail_sigma_angstrom"] / px)))
+    centre = (size - 1) / 2.0
+    shear, stretch = p["drift_shear"], p["drift_stretch"]
+
+    # fill the padded canvas with atoms; drift maps specimen to image coordinates, so widen the box
+    dm = (abs(shear) + abs(stretch)) * (size / 2.0 + pad) / (1.0 - abs(stretch)) + 1.0
+    lo_px, hi_px = -pad + 3.0 - dm, size - 1 + pad - 4.0 + dm
+    box = (lo_px * px, hi_px * px, lo_px * px, hi_px * px)
+    fov_box = (-0.5 * px, (size - 0.5) * px, -0.5 * px, (size - 0.5) * px)
+    structure = build_structure(preset, p, rng, box=box, fov_box=fov_box)
+    atoms, sites = structure.atoms, structure.sites
+
+    def to_image(x_a: np.ndarray, y_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xp, yp = x_a / px, y_a / px
+        return xp + shear * (yp - centre), centre + (1.0 + stretch) * (yp - centre)
+
+    xi, yi = to_image(atoms["x"], atoms["y"])
+    weights = atom_weights(atoms["Z"], z_exponent=p["z_exponent"], heavy_atom_scale=p["heavy_atom_scale"],
+                           heavy_atom_min_z=preset.heavy_atom_min_z)
+    column = atoms["site"].astype(np.int64)
+
+    # contamination: a smooth patchy field drives both the background and the amorphous atoms
+    t_grid = None
+    rho = p["amorphous_carbon_per_angstrom2"]
+    if p["background_amplitude"] > 0 or rho > 0:
+        field = SmoothField(rng, (-pad, size - 1 + pad, -pad, size - 1 + pad), p["background_length_angstrom"] / px)
+        g = field.grid((size, size))
+        t_grid = np.exp(_BACKGROUND_CONTRAST * g)
+        t_mean, t_max = float(t_grid.mean()), float(t_grid.max())
+        if rho > 0:
+            side = (size - 1 + 2 * pad) * px
+            n0 = int(rng.poisson(rho * side * side * t_max / t_mean))
+            cx = rng.uniform(-pad, size - 1 + pad, n0)
+            cy = rng.uniform(-pad, size - 1 + pad, n0)
+            accept = rng.random(n0) * t_max < np.exp(_BACKGROUND_CONTRAST * field.at(cx, cy))
+            n_acc = int(accept.sum())
+            xi = np.concatenate([xi, cx[accept]])
+            yi = np.concatenate([yi, cy[accept]])
+            weights = np.concatenate([weights, np.full(n_acc, float(_CARBON_Z) ** p["z_exponent"])])
+            column = np.concatenate([column, np.full(n_acc, -1, dtype=np.int64)])
+        t_grid = (t_grid / t_mean).astype(np.float32)
+
+    jitter = rng.standard_normal(size) * jitter_px if jitter_px > 0 else None
+
+    # columns where they appear in the image (drift, then the jitter their rows carry)
+    sx, sy = to_image(sites["x"], sites["y"])
+    if jitter is not None:
+        sig_e = math.hypot(
+            max(sigma_px, SPLAT_SIGMA_PX), probe_sigma_angstrom(p["energy_kev"], p["convergence_mrad"]) / px
+        )
+        sx = sx + _row_average(jitter, sy, sig_e)
+    in_fov = (sx >= -0.5) & (sx < size - 0.5) & (sy >= -0.5) & (sy < size - 0.5)
+    render_kwargs = dict(
+        sigma_px=sigma_px,
+        pixel_size_angstrom=px,
+        energy_kev=p["energy_kev"],
+        convergence_mrad=p["convergence_mrad"],
+        defocus_angstrom=p["defocus_angstrom"],
+        astigmatism_angstrom=p["astigmatism_angstrom"],
+        astigmatism_angle_deg=p["astigmatism_angle_deg"],
+        c3_um=p["c3_um"],
+        probe_tail_fraction=p["probe_tail_fraction"],
+        probe_tail_sigma_angstrom=p["probe_tail_sigma_angstrom"],
+        row_shift_px=jitter,
+        pad_px=pad,
+    )
+    return Scene(params=p, shape=(size, size), atom_x_px=xi, atom_y_px=yi, atom_weight=weights,
+                 atom_column=column, column_x_px=sx, column_y_px=sy, column_layer=sites["layer"],
+                 column_class=sites["cls"], in_fov=in_fov, render_kwargs=render_kwargs,
+                 background=t_grid if p["background_amplitude"] > 0 else None, structure=structure)
+
+
 def simulate_sample(preset: Preset, rng: np.random.Generator, *, image_size_px: int | None = None) -> Sample:
     """Simulate one HAADF-STEM image of a twisted multilayer with its labels.
 
@@ -227,84 +396,10 @@ def simulate_sample(preset: Preset, rng: np.random.Generator, *, image_size_px: 
     its class follows its content, a missing chalcogen counting as the layer's host element
     (S + vacancy -> ``S2``, Se + vacancy -> ``SSe``); a column without atoms has no label.
     """
-    if not isinstance(preset, Preset):
-        raise GombnetError(f"preset must be a Preset (use load_preset), got {type(preset).__name__}")
-    if not isinstance(rng, np.random.Generator):
-        raise GombnetError("rng must be a numpy.random.Generator, e.g. numpy.random.default_rng(seed)")
-    size = preset.image_size_px if image_size_px is None else image_size_px
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 16 <= size <= 16384:
-        raise GombnetError(f"image_size_px must be an integer in 16..16384, got {image_size_px!r}")
-    size = int(size)
-
-    p = draw_parameters(preset, rng)
-    px = p["pixel_size_angstrom"]
-    sigma_px = math.hypot(p["atom_sigma_angstrom"], p["source_sigma_angstrom"]) / px
-    jitter_px = p["jitter_sigma_angstrom"] / px
-    pad = default_pad_px(px, sigma_px) + int(math.ceil(4.0 * jitter_px))
-    if p["probe_tail_fraction"] > 0:
-        # the smooth halo only needs a partial margin: what wraps around is lattice of the same kind
-        pad = max(pad, int(math.ceil(1.5 * p["probe_tail_sigma_angstrom"] / px)))
-    centre = (size - 1) / 2.0
-    shear, stretch = p["drift_shear"], p["drift_stretch"]
-
-    # fill the padded canvas with atoms; drift maps specimen to image coordinates, so widen the box
-    dm = (abs(shear) + abs(stretch)) * (size / 2.0 + pad) / (1.0 - abs(stretch)) + 1.0
-    lo_px, hi_px = -pad + 3.0 - dm, size - 1 + pad - 4.0 + dm
-    box = (lo_px * px, hi_px * px, lo_px * px, hi_px * px)
-    fov_box = (-0.5 * px, (size - 0.5) * px, -0.5 * px, (size - 0.5) * px)
-    structure = build_structure(preset, p, rng, box=box, fov_box=fov_box)
-    atoms, sites = structure.atoms, structure.sites
-
-    def to_image(x_a: np.ndarray, y_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xp, yp = x_a / px, y_a / px
-        return xp + shear * (yp - centre), centre + (1.0 + stretch) * (yp - centre)
-
-    xi, yi = to_image(atoms["x"], atoms["y"])
-    weights = atom_weights(atoms["Z"], z_exponent=p["z_exponent"], heavy_atom_scale=p["heavy_atom_scale"],
-                           heavy_atom_min_z=preset.heavy_atom_min_z)
-
-    # contamination: a smooth patchy field drives both the background and the amorphous atoms
-    t_grid = None
-    rho = p["amorphous_carbon_per_angstrom2"]
-    if p["background_amplitude"] > 0 or rho > 0:
-        field = SmoothField(rng, (-pad, size - 1 + pad, -pad, size - 1 + pad), p["background_length_angstrom"] / px)
-        g = field.grid((size, size))
-        t_grid = np.exp(_BACKGROUND_CONTRAST * g)
-        t_mean, t_max = float(t_grid.mean()), float(t_grid.max())
-        if rho > 0:
-            side = (size - 1 + 2 * pad) * px
-            n0 = int(rng.poisson(rho * side * side * t_max / t_mean))
-            cx = rng.uniform(-pad, size - 1 + pad, n0)
-            cy = rng.uniform(-pad, size - 1 + pad, n0)
-            accept = rng.random(n0) * t_max < np.exp(_BACKGROUND_CONTRAST * field.at(cx, cy))
-            xi = np.concatenate([xi, cx[accept]])
-            yi = np.concatenate([yi, cy[accept]])
-            weights = np.concatenate([weights, np.full(int(accept.sum()), float(_CARBON_Z) ** p["z_exponent"])])
-        t_grid = (t_grid / t_mean).astype(np.float32)
-
-    jitter = rng.standard_normal(size) * jitter_px if jitter_px > 0 else None
-    image = render_haadf(
-        xi,
-        yi,
-        weights,
-        (size, size),
-        sigma_px=sigma_px,
-        pixel_size_angstrom=px,
-        energy_kev=p["energy_kev"],
-        convergence_mrad=p["convergence_mrad"],
-        defocus_angstrom=p["defocus_angstrom"],
-        astigmatism_angstrom=p["astigmatism_angstrom"],
-        astigmatism_angle_deg=p["astigmatism_angle_deg"],
-        c3_um=p["c3_um"],
-        probe_tail_fraction=p["probe_tail_fraction"],
-        probe_tail_sigma_angstrom=p["probe_tail_sigma_angstrom"],
-        row_shift_px=jitter,
-        pad_px=pad,
-    )
-    if p["background_amplitude"] > 0:
-        image += (p["background_amplitude"] * float(image.mean())) * t_grid
+    scene = simulate_scene(preset, rng, image_size_px=image_size_px)
+    p, (size, _) = scene.params, scene.shape
     counts = add_detector_noise(
-        image,
+        scene.noiseless_image(),
         rng,
         dose_counts_per_px=p["dose_counts_per_px"],
         read_noise=p["read_noise"],
@@ -313,16 +408,10 @@ def simulate_sample(preset: Preset, rng: np.random.Generator, *, image_size_px: 
     )
     image = normalize_image(counts)
 
-    # columns where they appear in the image (drift, then the jitter their rows carry)
-    sx, sy = to_image(sites["x"], sites["y"])
-    if jitter is not None:
-        sig_e = math.hypot(
-            max(sigma_px, SPLAT_SIGMA_PX), probe_sigma_angstrom(p["energy_kev"], p["convergence_mrad"]) / px
-        )
-        sx = sx + _row_average(jitter, sy, sig_e)
-    in_fov = (sx >= -0.5) & (sx < size - 0.5) & (sy >= -0.5) & (sy < size - 0.5)
+    atoms, sites = scene.structure.atoms, scene.structure.sites
+    sx, sy, in_fov = scene.column_x_px, scene.column_y_px, scene.in_fov
     n_cls = len(preset.class_names)
-    r_px = preset.disk_radius_angstrom / px
+    r_px = preset.disk_radius_angstrom / p["pixel_size_angstrom"]
     near = (sx > -0.5 - r_px - 1) & (sx < size - 0.5 + r_px + 1) & (sy > -0.5 - r_px - 1) & (sy < size - 0.5 + r_px + 1)
     masks = disk_masks(
         sx[near],
