@@ -9,6 +9,7 @@ from gombnet.simulation import load_preset
 from gombnet.simulation.imaging import add_detector_noise, normalize_image
 from gombnet.simulation.precision import column_position_bound
 from gombnet.simulation.sample import Scene, simulate_sample, simulate_scene
+from gombnet.simulation.structure import Structure
 
 
 def point_scene(xy_px, *, layers, sigma_px=2.0, size=48, dose=100.0, vibration_angstrom=0.0):
@@ -19,9 +20,8 @@ def point_scene(xy_px, *, layers, sigma_px=2.0, size=48, dose=100.0, vibration_a
               "background_amplitude": 0.0, "vibration_sigma_angstrom": vibration_angstrom}
     return Scene(params=params, shape=(size, size), atom_x_px=xy[:, 0], atom_y_px=xy[:, 1],
                  atom_weight=np.ones(n), atom_column=np.arange(n), column_x_px=xy[:, 0], column_y_px=xy[:, 1],
-                 column_layer=np.asarray(layers, dtype=np.int16), column_class=np.zeros(n, np.int16),
                  in_fov=np.ones(n, bool), render_kwargs={"sigma_px": sigma_px, "pad_px": 12}, background=None,
-                 structure=None)
+                 structure=Structure(atoms={}, sites={"layer": np.asarray(layers, dtype=np.int16)}))
 
 
 def test_isolated_gaussian_spot_matches_sigma_over_sqrt_counts():

@@ -190,8 +190,6 @@ class Scene:
     column_x_px, column_y_px : ndarray, float64, shape (m,)
         Where each column appears in the image (drift and its rows' average jitter applied):
         the label positions.
-    column_layer, column_class : ndarray, int16, shape (m,)
-        Layer and class index of each column.
     in_fov : ndarray, bool, shape (m,)
         Columns whose centre lies inside the image: the ones :class:`Sample` lists, in this order.
     render_kwargs : dict
@@ -201,7 +199,8 @@ class Scene:
         Contamination pattern (mean 1); the image gets ``background_amplitude`` times its mean
         times this pattern.
     structure : Structure
-        The specimen: atoms and columns in Å, before scan distortion.
+        The specimen: atoms and columns in Å, before scan distortion (``structure.sites`` holds
+        each column's layer and class, in the order of the ``column_*`` arrays).
     """
 
     params: dict[str, float]
@@ -212,12 +211,15 @@ class Scene:
     atom_column: np.ndarray
     column_x_px: np.ndarray
     column_y_px: np.ndarray
-    column_layer: np.ndarray
-    column_class: np.ndarray
     in_fov: np.ndarray
     render_kwargs: dict
     background: np.ndarray | None
     structure: Structure
+
+    @property
+    def column_layer(self) -> np.ndarray:
+        """Layer of each column (int16, shape (m,))."""
+        return self.structure.sites["layer"]
 
     def noiseless_image(self) -> np.ndarray:
         """The image before detector noise, float32 (arbitrary intensity units)."""
@@ -232,7 +234,7 @@ def simulate_scene(preset: Preset, rng: np.random.Generator, *, image_size_px: i
 
     Draws from ``rng`` exactly what :func:`simulate_sample` draws before the noise, so the same
     generator state gives the scene of that sample (image ``i`` of a dataset file: child ``i``
-    of ``numpy.random.SeedSequence(seed)``, see :func:`gombnet.data.simulate_dataset`).
+    of ``numpy.random.SeedSequence(seed)``, see :func:`gombnet.data.write_dataset`).
 
     Parameters
     ----------
@@ -329,8 +331,7 @@ def simulate_scene(preset: Preset, rng: np.random.Generator, *, image_size_px: i
         pad_px=pad,
     )
     return Scene(params=p, shape=(size, size), atom_x_px=xi, atom_y_px=yi, atom_weight=weights,
-                 atom_column=column, column_x_px=sx, column_y_px=sy, column_layer=sites["layer"],
-                 column_class=sites["cls"], in_fov=in_fov, render_kwargs=render_kwargs,
+                 atom_column=column, column_x_px=sx, column_y_px=sy, in_fov=in_fov, render_kwargs=render_kwargs,
                  background=t_grid if p["background_amplitude"] > 0 else None, structure=structure)
 
 
