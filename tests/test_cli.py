@@ -4,6 +4,7 @@ import html
 import json
 
 import h5py
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -117,6 +118,26 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
                    "--filters")
 
 
+def test_predict_refines_positions_when_asked(tmp_path, real_data):
+    good = real_data / "twisted_bilayer_graphene.npz"
+    assert run("predict", good, "--model", "graphene", "--out", tmp_path / "a", "--refine").exit_code == 0
+    assert run("predict", good, "--model", "graphene", "--out", tmp_path / "b").exit_code == 0
+    tables, summaries = [], []
+    for name in ("a", "b"):
+        folder = tmp_path / name / "twisted_bilayer_graphene"
+        summaries.append(json.loads((folder / "summary.json").read_text()))
+        tables.append(np.genfromtxt(folder / "atoms.csv", delimiter=",", names=True, dtype=None, encoding="utf-8"))
+    assert summaries[0]["positions_refined"] is True and summaries[1]["positions_refined"] is False
+    one_line_error(run("predict", good, "--model", "graphene-wide", "--out", tmp_path / "c", "--refine"),
+                   "no position refiner")
+    # the same atoms in the same layers, moved by a fraction of a pixel
+    assert summaries[0]["counts"] == summaries[1]["counts"]
+    np.testing.assert_array_equal(tables[0]["layer"], tables[1]["layer"])
+    a, b = tables
+    shift = np.hypot(a["x_angstrom"] - b["x_angstrom"], a["y_angstrom"] - b["y_angstrom"])
+    assert 0.005 < np.median(shift) < 0.1 and shift.max() < 0.5
+
+
 def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
     good = real_data / "twisted_bilayer_graphene.npz"
     broken = tmp_path / "broken.dm4"
@@ -184,6 +205,7 @@ def test_models_lists_shipped():
     assert result.exit_code == 0
     assert "graphene:" in result.output and "ws2-wsse:" in result.output
     assert "command:" in result.output and "test metrics" in result.output
+    assert "position refiner: position error on validation images" in result.output
 
 
 def test_train_config_file_and_explicit_options(tmp_path, tiny_graphene):

@@ -164,3 +164,31 @@ def test_columns_split_between_s2_and_sse_are_found_once(tiny_wsse):
     assert each_alone["per_class"]["SSe"]["recall"] == 0 and sse_as_s2(each_alone) == 0  # missed
     assert together["per_class"]["SSe"]["recall"] == 0 and sse_as_s2(together) >= 3  # found, a tie: S2
     assert weighted["per_class"]["SSe"]["recall"] > 0.9 and weighted["overall"]["recall"] > 0.9
+
+
+def test_evaluation_scores_the_refined_positions(tmp_path, tiny_run, tiny_graphene):
+    import shutil
+
+    from gombnet.nn.refiner import PositionRefiner, save_refiner
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    plain = evaluate_model(run, tiny_graphene, split="all")
+    assert plain["meta"]["refined"] is False
+    with pytest.raises(GombnetError, match="no position refiner"):
+        evaluate_model(run, tiny_graphene, split="all", refine=True)
+    save_refiner(PositionRefiner(width=4, crop_radius_px=3), run)  # untrained: moves nothing
+    assert evaluate_model(run, tiny_graphene, split="all")["meta"]["refined"] is False  # off by default
+    same = evaluate_model(run, tiny_graphene, split="all", refine=True)
+    assert same["meta"]["refined"] is True and same["atoms"] == plain["atoms"]
+    shifted = PositionRefiner(width=4, crop_radius_px=3)
+    with torch.no_grad():
+        shifted.head[-1].bias.copy_(torch.tensor([0.4, 0.0]))  # every atom 0.4 px to the right
+    save_refiner(shifted, run, overwrite=True)
+    moved = evaluate_model(run, tiny_graphene, split="all", workers=2, refine=True)  # it travels to the workers
+    off = evaluate_model(run, tiny_graphene, split="all", refine=False)
+    assert off["meta"]["refined"] is False and off["atoms"] == plain["atoms"]
+    found = [r["atoms"]["overall"]["tp"] + r["atoms"]["overall"]["fp"] for r in (plain, moved)]
+    assert moved["atoms"]["overall"]["rmse_angstrom"] != plain["atoms"]["overall"]["rmse_angstrom"]
+    assert abs(found[0] - found[1]) <= 0.05 * found[0]  # atoms move; none appear or vanish (but at the border)
+    assert moved["pixel"] == plain["pixel"]

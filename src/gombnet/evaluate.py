@@ -8,6 +8,7 @@ the same function ``gombnet predict`` uses.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from concurrent.futures import Future
@@ -20,6 +21,7 @@ from .errors import check
 from .inference.atoms import DEFAULT_SITE_GROUPS, find_atoms
 from .inference.layers import relabel_found_atoms
 from .inference.predict import atom_settings, inference_network, torch_predict_fn
+from .inference.refine import refine_positions
 from .inference.tiling import ensemble_predict
 from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
@@ -45,7 +47,7 @@ def dopant_sites(class_names) -> list | None:
 def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
                    class_names, pixel_size_angstrom: float, radius_angstrom: float = 0.5,
                    threshold: float = 0.5, grouping: dict | None = None,
-                   lattice_class: int | None = 0) -> dict:
+                   lattice_class: int | None = 0, image: np.ndarray | None = None, refiner=None) -> dict:
     """Pixel and atom metrics of one image.
 
     Parameters
@@ -67,6 +69,11 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
         Class of a layer that forms its lattice, for the lattice-orientation check of the
         layers that ``gombnet predict`` runs (:func:`~gombnet.inference.layers.relabel_found_atoms`);
         None skips it.
+    image : (H, W) float, optional
+        The normalised image the network saw; needed with ``refiner``.
+    refiner : gombnet.nn.refiner.PositionRefiner, optional
+        Move the found atoms as ``gombnet predict`` does
+        (:func:`~gombnet.inference.refine.refine_positions`) before they are scored.
 
     Returns
     -------
@@ -84,6 +91,10 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     if lattice_class is not None:
         found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=len(class_names),
                                                  lattice_class=lattice_class)
+    if refiner is not None:
+        check(image is not None, "evaluate_image: the refiner needs the image")
+        found = refine_positions(image, probs, found, refiner, n_layers=n_layers,
+                                 classes_per_layer=len(class_names), pixel_size_angstrom=pixel_size_angstrom)
     # a column just outside the frame leaves part of its disk inside: compare atoms only
     # away from the border, where a found atom and its true column are both visible
     border_px = radius_angstrom / pixel_size_angstrom
@@ -113,7 +124,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
                    group_by: str | None = None, n_groups: int = 4, workers: int = 1,
                    device: str | None = None, progress: bool = False, class_weights: dict | None = None,
-                   lattice_layers: bool = True, tta=None, keep_per_image: bool = False) -> dict:
+                   lattice_layers: bool = True, tta=None, keep_per_image: bool = False,
+                   refine: bool = False) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -144,6 +156,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     keep_per_image : bool
         Also return every image's own result (:func:`evaluate_image`) under ``per_image``, with
         its index in the data file as ``image_index`` (not JSON-ready: it holds arrays).
+    refine : bool
+        Move the atoms by the model's position refiner before scoring, as ``gombnet predict
+        --refine`` does; the model must have one.
 
     Returns
     -------
@@ -167,6 +182,10 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     grouping, lattice_class = atom_settings(config, class_weights)
     if not lattice_layers:
         lattice_class = None
+    refiner = getattr(model, "gombnet_refiner", None) if refine else None
+    check(refiner is not None or not refine, f"{name}: this model has no position refiner; leave out refine")
+    if refiner is not None and next(refiner.parameters()).device.type != "cpu":
+        refiner = copy.deepcopy(refiner).cpu()  # it runs beside the scoring, in CPU worker processes
     idx = ds.indices(split)
     if max_images:
         idx = idx[:max_images]
@@ -214,12 +233,15 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         for start in range(0, len(idx), batch_size):
             batch = idx[start:start + batch_size]
             # split indices come sorted (np.flatnonzero), as h5py's fancy indexing needs
-            probs = probabilities(ds.images[batch])
-            for i, p in zip(batch, probs):
+            images = ds.images[batch]
+            probs = probabilities(images)
+            # the refiner reads the image as the network saw it
+            seen = normalize_batch(images) if refiner is not None else [None] * len(batch)
+            for i, p, image in zip(batch, probs, seen):
                 future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                 class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),
                                 radius_angstrom=radius_angstrom, threshold=threshold, grouping=grouping,
-                                lattice_class=lattice_class)
+                                lattice_class=lattice_class, image=image, refiner=refiner)
                 if bar:
                     future.add_done_callback(lambda _: bar.advance(task))
                 scored.append(future)
@@ -237,7 +259,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                                   "n_moved": sum(c["n_moved"] for c in checks)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
-                       "lattice_layers": lattice_layers, "tta": tta,
+                       "lattice_layers": lattice_layers, "tta": tta, "refined": refiner is not None,
                        "seconds": round(time.perf_counter() - t0, 2)}
     if keep_per_image:
         results["per_image"] = [{**r, "image_index": int(i)} for r, i in zip(per_image, idx)]

@@ -91,3 +91,30 @@ def test_monolayer_model_finds_the_se_of_a_janus_monolayer():
     assert set(np.unique(result.atoms["layer"])) == {0}
     # the shipped model: 0.955 / 0.955 / 0.953 here (the border columns of 256 px cost a few %)
     assert f1["W"] > 0.9 and f1["S2"] > 0.85 and f1["SSe"] > 0.85, f1
+
+
+def test_graphene_refiner_moves_atoms_closer_to_their_columns():
+    from gombnet.demo import best_atom_assignment, demo_image
+    from gombnet.inference.predict import predict
+
+    model = load_model("graphene")
+    card = read_config(WEIGHTS_DIR / "graphene.json")["refiner"]["card"]
+    assert card["validation"]["after"]["rmse_angstrom"] < card["validation"]["before"]["rmse_angstrom"]
+    assert model.gombnet_refiner is not None and load_model("ws2-wsse").gombnet_refiner is None
+    rmse = {}
+    for refine in (True, False):
+        sample = demo_image("graphene", seed=7, size_px=256)
+        px = sample.params["pixel_size_angstrom"]
+        result = predict(sample.image, model, pixel_size_angstrom=px, refine=refine)
+        assert result.refined is refine
+        found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
+        m = best_atom_assignment(found, sample.columns, n_layers=2, class_names=["C"], radius_px=0.5 / px,
+                                 pixel_size_angstrom=px)
+        rmse[refine] = m["overall"]["rmse_angstrom"]
+    assert rmse[True] < rmse[False]
+    from gombnet.errors import GombnetError
+
+    with pytest.raises(GombnetError, match="ensemble"):
+        predict(sample.image, [model, model], pixel_size_angstrom=px, refine=True)
+    with pytest.raises(GombnetError, match="no position refiner"):
+        predict(sample.image, load_model("graphene-wide"), pixel_size_angstrom=px, refine=True)

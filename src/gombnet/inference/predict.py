@@ -21,6 +21,7 @@ from ..arrays import as_real_array
 from ..errors import GombnetError, check
 from .atoms import find_atoms, site_grouping
 from .layers import relabel_found_atoms
+from .refine import refine_positions
 from .tiling import ensemble_predict, normalize_intensity, predict_tiled, resample, to_original_px
 
 MIN_IMAGE_PX = 32
@@ -53,6 +54,8 @@ class Prediction:
         :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run. The
         probability maps stay as the network gave them: where it moved atoms, their layer
         differs from the map they were found in.
+    refined : bool
+        Whether the model's position refiner moved the atoms (see ``refine`` of :func:`predict`).
     """
 
     atoms: dict
@@ -64,6 +67,7 @@ class Prediction:
     n_layers: int
     timings: dict = field(default_factory=dict)
     layer_check: dict | None = None
+    refined: bool = False
 
     def counts(self) -> dict:
         """Number of atoms per layer and species, e.g. ``{"layer0": {"C": 1130}, ...}``."""
@@ -139,7 +143,7 @@ def check_image(image) -> np.ndarray:
 def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
             tta: Sequence[str] | str | None = None, tile_px: int | None = None, overlap_px: int | None = None,
             batch_size: int = 4, device: str | None = None, progress: bool = False,
-            class_weights: dict | None = None, lattice_layers: bool = True) -> Prediction:
+            class_weights: dict | None = None, lattice_layers: bool = True, refine: bool = False) -> Prediction:
     """Find the atoms of every layer in an image.
 
     Parameters
@@ -174,6 +178,15 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
         about 1°; aligned layers are left alone). The first class
         of a layer (or the card's ``lattice_class``) is its lattice. ``timings`` is unchanged;
         what it did is in ``Prediction.layer_check``.
+    refine : bool
+        Move each atom by the model's position refiner
+        (:func:`gombnet.inference.refine.refine_positions`); the model must have one (the shipped
+        ``graphene`` does) and be used alone (no ensemble of models). It reads the image and the
+        maps around each atom again and corrects the centre of mass of its blob; counts, layers
+        and species stay as they are. Off by default: it lowers the position error a little, but
+        like any least-squares estimator it pulls positions toward what is typical, and evens out
+        the lengths of differently oriented bonds in a distorted lattice (README, "Position
+        refiner"), which bond-length strain measurements must not have.
 
     Returns
     -------
@@ -233,6 +246,15 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     if lattice_layers:
         found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=cpl,
                                                  lattice_class=lattice_class)
+    refiner = None
+    if refine:
+        check(len(models) == 1, "the position refiner serves one model, not an ensemble; leave out refine")
+        refiner = getattr(models[0], "gombnet_refiner", None)
+        check(refiner is not None, "this model has no position refiner (benchmarks/train_refiner.py trains one); "
+                                   "leave out refine")
+    if refiner is not None:
+        found = refine_positions(work, probs, found, refiner, n_layers=n_layers, classes_per_layer=cpl,
+                                 pixel_size_angstrom=model_px)
     x_px, y_px = to_original_px(found["x_px"], found["y_px"], zoom)
     channel = found["channel"].astype(int)
     atoms = {
@@ -249,7 +271,8 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     timings["atoms"] = time.perf_counter() - t
     return Prediction(atoms=atoms, probabilities=probs, uncertainty=uncertainty,
                       pixel_size_angstrom=float(pixel_size_angstrom), model_pixel_size_angstrom=model_px,
-                      class_names=class_names, n_layers=n_layers, timings=timings, layer_check=layer_check)
+                      class_names=class_names, n_layers=n_layers, timings=timings, layer_check=layer_check,
+                      refined=refiner is not None)
 
 
 __all__ = ["Prediction", "predict", "atom_settings", "torch_predict_fn", "inference_network", "check_image",

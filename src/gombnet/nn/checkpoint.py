@@ -145,11 +145,21 @@ def load_model(path_or_name: str | os.PathLike, *, device: str | torch.device = 
     Returns
     -------
     torch.nn.Module
-        In eval mode, with the full config as ``model.gombnet_config``.
+        In eval mode, with the full config as ``model.gombnet_config``, and its position refiner
+        (:class:`~gombnet.nn.refiner.PositionRefiner`) as ``model.gombnet_refiner`` when the
+        config has one, else None.
     """
     weights, config_path = resolve_model_files(path_or_name)
     config = read_config(config_path)
     model = build_model(config["architecture"])
     load_state(model, weights)
     model.gombnet_config = config
-    return model.to(device).eval()
+    refiner = None
+    if "refiner" in config:
+        from .refiner import load_refiner
+
+        refiner = load_refiner(config, weights).to(device)
+    model.to(device).eval()
+    # assigned after .to(): a plain attribute, not a registered submodule of the network's state
+    object.__setattr__(model, "gombnet_refiner", refiner)
+    return model
