@@ -183,7 +183,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
     if not lattice_layers:
         lattice_class = None
     refiner = getattr(model, "gombnet_refiner", None) if refine else None
-    check(refiner is not None or not refine, f"{name}: this model has no position refiner; leave out refine")
+    check(refiner is not None or not refine,
+          f"{name}: this model has no position refiner; run without refine (--refine)")
     if refiner is not None and next(refiner.parameters()).device.type != "cpu":
         refiner = copy.deepcopy(refiner).cpu()  # it runs beside the scoring, in CPU worker processes
     idx = ds.indices(split)

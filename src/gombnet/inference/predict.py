@@ -248,10 +248,11 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
                                                  lattice_class=lattice_class)
     refiner = None
     if refine:
-        check(len(models) == 1, "the position refiner serves one model, not an ensemble; leave out refine")
+        check(len(models) == 1, "the position refiner serves one model, not an ensemble; "
+                                "run without refine (--refine)")
         refiner = getattr(models[0], "gombnet_refiner", None)
         check(refiner is not None, "this model has no position refiner (benchmarks/train_refiner.py trains one); "
-                                   "leave out refine")
+                                   "run without refine (--refine)")
     if refiner is not None:
         found = refine_positions(work, probs, found, refiner, n_layers=n_layers, classes_per_layer=cpl,
                                  pixel_size_angstrom=model_px)
