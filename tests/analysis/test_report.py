@@ -128,3 +128,11 @@ def test_analyze_vector_figures(tmp_path, real_data):
     assert numbers["strain"]["layers"]["layer1"]["smoothing_sigma_angstrom"] == 7.5
     result = runner.invoke(app, ["analyze", str(folder), "--overwrite", "--strain-sigma", "0"])
     assert result.exit_code == 2 and "--strain-sigma must be from 0.5 to 1000 Å" in result.output
+
+
+def test_report_says_when_positions_were_refined(tmp_path):
+    from gombnet.analysis.report import html_report
+
+    summary = {"pixel_size_angstrom": 0.1, "model": "graphene", "n_atoms": 3, "layer_check": None}
+    assert "position refiner" not in html_report(tmp_path, summary, {}, [])
+    assert "position refiner" in html_report(tmp_path, {**summary, "positions_refined": True}, {}, [])

@@ -540,6 +540,10 @@ def html_report(folder: Path, summary: dict, result: dict, figure_names: list[st
         f"{summary.get('n_atoms', 0)} atoms</p>",
         f"<p>{html.escape(_layer_check_text(summary.get('layer_check')))}</p>",
     ]
+    if summary.get("positions_refined"):
+        parts.append("<p>Positions corrected by the model's position refiner (gombnet predict --refine): a lower "
+                     "error per atom, but bond lengths of a distorted lattice evened out; measure strain from the "
+                     "lattice, not from single bonds.</p>")
     for name in images:
         parts.append(f"<h2>{html.escape(name[:-4])}</h2><img src='{_png_data_uri(folder / name)}' alt='{name}'>")
     parts.append("<h2>numbers</h2><table>")
