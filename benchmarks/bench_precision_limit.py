@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from gombnet.atomic import atomic_path, write_text_atomic
 from gombnet.data import limit_blas_threads, read_dataset
 from gombnet.evaluate import evaluate_model
 from gombnet.jsonio import dumps
@@ -180,15 +181,12 @@ def main(argv=None) -> int:
             line(f"{lo:.1f}-{hi:.1f} Å ({s['share_of_model_sse']:.0%} SSE)", s)
     if args.table:
         images = np.unique(image_idx.astype(int))
-        tmp = args.table.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, columns=table, columns_fields=np.array(COLUMN_FIELDS), images=images,
-                            **{f"param_{k}": np.asarray(v)[images] for k, v in ds.params.items()})
-        tmp.replace(args.table)
+        with atomic_path(args.table) as tmp, open(tmp, "wb") as fh:  # a file object: savez adds no suffix
+            np.savez_compressed(fh, columns=table, columns_fields=np.array(COLUMN_FIELDS), images=images,
+                                **{f"param_{k}": np.asarray(v)[images] for k, v in ds.params.items()})
         print(f"per-column table written to {args.table}")
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(dumps(out))
-        tmp.replace(args.json)
+        write_text_atomic(args.json, dumps(out))
         print(f"all numbers written to {args.json}")
     return 0
 

@@ -100,16 +100,27 @@ def refine_positions(image: np.ndarray, probabilities: np.ndarray, found: dict, 
     layer = np.asarray(found["channel"]) // classes_per_layer
     crops, offset = atom_crops(image, layer_maps(probabilities, n_layers, classes_per_layer), layer, x,
                                found["y_px"], crop_radius_px=refiner.crop_radius_px)
-    device = next(refiner.parameters()).device
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(crops), batch_size):
-            c = torch.from_numpy(crops[s:s + batch_size]).to(device)
-            o = torch.from_numpy(offset[s:s + batch_size]).to(device)
-            ps = torch.full((len(c),), float(pixel_size_angstrom), device=device)
-            out.append(refiner(c, o, ps).float().cpu().numpy())
-    shift = np.concatenate(out).astype(np.float64)
+    shift = refiner_shifts(refiner, crops, offset, pixel_size_angstrom, batch_size=batch_size).astype(np.float64)
     return {**found, "x_px": x + shift[:, 0], "y_px": np.asarray(found["y_px"], np.float64) + shift[:, 1]}
 
 
-__all__ = ["atom_crops", "layer_maps", "refine_positions"]
+def refiner_shifts(refiner, crops: np.ndarray, offset_px: np.ndarray, pixel_size_angstrom,
+                   batch_size: int = 4096) -> np.ndarray:
+    """The refiner's (dx, dy) corrections [px], (N, 2) float32, for :func:`atom_crops` windows
+    (any float dtype) and offsets; ``pixel_size_angstrom`` [Å/px] is one number or one per window.
+    Runs in eval mode, without gradients, ``batch_size`` windows at a time."""
+    n = len(offset_px)
+    px = np.array(np.broadcast_to(np.asarray(pixel_size_angstrom, np.float32), (n,)))  # writable, for torch
+    device = next(refiner.parameters()).device
+    refiner.eval()
+    out = [np.zeros((0, 2), np.float32)]
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            c = torch.from_numpy(np.asarray(crops[s:s + batch_size], np.float32)).to(device)
+            o = torch.from_numpy(np.asarray(offset_px[s:s + batch_size], np.float32)).to(device)
+            ps = torch.from_numpy(px[s:s + batch_size]).to(device)
+            out.append(refiner(c, o, ps).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+__all__ = ["atom_crops", "layer_maps", "refine_positions", "refiner_shifts"]

@@ -123,7 +123,7 @@ def refiner_training_set(model, data, *, split: str = "train", max_images: int |
     from .train import predict_probabilities
 
     config = model.gombnet_config
-    ds = read_dataset(data)
+    ds = read_dataset(data, in_memory=False)  # batches are read as they are needed
     check(list(config["class_names"]) == list(ds.class_names) and config["n_layers"] == ds.n_layers,
           f"model classes {config['class_names']} x {config['n_layers']} layers do not match the data's "
           f"{ds.class_names} x {ds.n_layers} layers")
@@ -185,17 +185,12 @@ def refiner_training_set(model, data, *, split: str = "train", max_images: int |
 def position_errors_angstrom(refiner: PositionRefiner | None, samples: dict, batch_size: int = 4096) -> np.ndarray:
     """Distance [Å] between each sample's true position and its found one, moved by ``refiner``
     (None: as found)."""
+    from ..inference.refine import refiner_shifts
+
     offset, target = samples["offset_px"], samples["target_px"]
     shift = np.zeros_like(offset)
     if refiner is not None:
-        refiner.eval()
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(offset), batch_size):
-                out.append(refiner(torch.from_numpy(samples["crops"][s:s + batch_size].astype(np.float32)),
-                                   torch.from_numpy(offset[s:s + batch_size]),
-                                   torch.from_numpy(samples["pixel_size_angstrom"][s:s + batch_size])).numpy())
-        shift = np.concatenate(out)
+        shift = refiner_shifts(refiner, samples["crops"], offset, samples["pixel_size_angstrom"], batch_size)
     return np.hypot(*(target - offset - shift).T) * samples["pixel_size_angstrom"]
 
 
