@@ -1,9 +1,12 @@
-"""The lattice check of the layers, scored per image: none, bond order only, bond order + local rotation.
+"""The lattice checks of the layers, scored per image: none, bond order only, bond order + local
+rotation, and that + the site check of single atoms.
 
 ``gombnet predict`` hands regions whose layers the network swapped back
 (:func:`gombnet.inference.layers.lattice_layer_assignment`): by the atoms' bond orientations when
-the layers are 8° or more apart, else by each layer's local lattice rotation. This runs the model
-once per image (``lattice_layers=False``), applies the three variants to the same atoms and scores
+the layers are 8° or more apart, else by each layer's local lattice rotation; then it gives single
+atoms to the layer whose fitted honeycomb they sit on
+(:func:`gombnet.inference.lattice_sites.lattice_site_assignment`). This runs the model
+once per image (``lattice_layers=False``), applies the variants to the same atoms and scores
 each against the true columns (atom F1 under the best layer assignment, matched within 0.5 Å).
 
 Images: either simulated at fixed twists under typical conditions (``gombnet.demo.DEMO_CONDITIONS``)
@@ -24,12 +27,13 @@ import numpy as np
 from bench_analysis import model_arguments  # benchmarks/ is on the path when run as a script
 from gombnet.data import read_dataset
 from gombnet.demo import DEMO_CONDITIONS, best_atom_assignment
+from gombnet.inference.lattice_sites import lattice_site_assignment
 from gombnet.inference.layers import lattice_layer_assignment
 from gombnet.inference.predict import predict
 from gombnet.nn.checkpoint import load_model
 from gombnet.simulation import load_preset, simulate_sample
 
-VARIANTS = ("none", "bond order", "bond order + local rotation")
+VARIANTS = ("none", "bond order", "bond order + local rotation", "+ site check")
 
 
 def images(args):
@@ -60,12 +64,16 @@ def main() -> None:
         layer, cls = atoms["layer"].astype(int), atoms["channel"] % cpl
         lattice = cls == 0  # the first class of each layer is its lattice (C; W)
         x, y = atoms["x_px"], atoms["y_px"]
-        variants = [layer, lattice_layer_assignment(x, y, layer, lattice, min_rotation_twist_deg=None)[0]]
+        everyone = np.ones(len(x), bool)
+        variants = [(layer, everyone),
+                    (lattice_layer_assignment(x, y, layer, lattice, min_rotation_twist_deg=None)[0], everyone)]
         full, info = lattice_layer_assignment(x, y, layer, lattice)
-        variants.append(full)
+        variants.append((full, everyone))
+        sites, keep, _ = lattice_site_assignment(x, y, full, pixel_size_angstrom=px, n_layers=p.n_layers)
+        variants.append((sites, keep))
         row = []
-        for lay in variants:
-            found = {"channel": lay * cpl + cls, "x_px": x, "y_px": y}
+        for lay, keep in variants:
+            found = {"channel": (lay * cpl + cls)[keep], "x_px": x[keep], "y_px": y[keep]}
             m = best_atom_assignment(found, columns, n_layers=p.n_layers, class_names=p.class_names,
                                      radius_px=0.5 / px, pixel_size_angstrom=px)
             row.append(m["overall"]["f1"])
@@ -81,6 +89,9 @@ def main() -> None:
             print(f"  twist {lo}-{hi:g}° ({sel.sum()} images): mean {' / '.join(f'{v:.4f}' for v in f1[sel].mean(0))}")
     worse = int(np.sum(f1[:, 2] < f1[:, 1] - 1e-3))
     print(f"  images the local rotation made worse by more than 0.001: {worse}")
+    worse = int(np.sum(f1[:, 3] < f1[:, 2] - 1e-3))
+    better = int(np.sum(f1[:, 3] > f1[:, 2] + 1e-3))
+    print(f"  images the site check made better / worse by more than 0.001: {better} / {worse}")
 
 
 if __name__ == "__main__":

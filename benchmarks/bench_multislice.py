@@ -117,12 +117,13 @@ def haadf_multislice(layers: list, spacing_angstrom: float, cell_angstrom: float
 
 
 def score(image: np.ndarray, model, cols: dict, pixel: float, edge_px: float, preset: str,
-          lattice_layers: bool = True, n_layers: int = 2, refine: bool = True) -> dict:
+          lattice_layers: bool = True, n_layers: int = 2, refine: bool = True, lattice_sites: bool = True) -> dict:
     """Atom F1 per layer (and class), RMSE, Se-S in the Se-free layer, graphene's C-C bonds and the
     twist (two layers) of the atoms ``model`` finds in ``image``."""
     h, w = image.shape
     classes = PRESETS[preset]["classes"]
-    result = predict(image, model, pixel_size_angstrom=pixel, lattice_layers=lattice_layers, refine=refine)
+    result = predict(image, model, pixel_size_angstrom=pixel, lattice_layers=lattice_layers,
+                     lattice_sites=lattice_sites, refine=refine)
     found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
     # Se-S in the Se-free layer per chalcogen column found there, as gombnet evaluate counts it
     m = best_atom_assignment(inside_border(found, h, w, edge_px), inside_border(cols, h, w, edge_px),
@@ -176,6 +177,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lattice-layers", choices=("on", "off", "both"), default="on",
                     help="lattice check of the layers in predict (both: score every image both ways)")
+    ap.add_argument("--lattice-sites", choices=("on", "off", "both"), default="on",
+                    help="with the lattice check: the site check of single atoms in predict (both: score both ways)")
     ap.add_argument("--refine", choices=("on", "off", "both"), default="off",
                     help="the model's position refiner in predict, where it has one (both: score both ways)")
     ap.add_argument("--json", type=Path, help="save every number here")
@@ -191,6 +194,7 @@ def main() -> None:
     # images differ in the last bits from run to run, which changes the Poisson draws
     checks = {"on": [True], "off": [False], "both": [True, False]}[args.lattice_layers]
     refines = {"on": [True], "off": [False], "both": [True, False]}[args.refine]
+    sites = {"on": [True], "off": [False], "both": [True, False]}[args.lattice_sites]
     spec = PRESETS[args.preset]
     twists = [float(t) for t in args.twists.split(",")] if args.layers == 2 else [0.0]
     doses = [float(d) for d in args.doses.split(",")]
@@ -234,9 +238,13 @@ def main() -> None:
             for dose in doses:
                 for simulator, image in clean.items():
                     noisy = noise_rng.poisson(image / image.mean() * dose).astype(np.float32)
-                    for (name, model), check, refine in ((m, c, r) for m in models.items() for c in checks
-                                                         for r in refines):
+                    for (name, model), check, refine, site in ((m, c, r, st) for m in models.items()
+                                                               for c in checks for r in refines for st in sites):
+                        if not check and not site and True in sites:
+                            continue  # without the lattice check there is no site check either
                         name = name if check else f"{name} (no lattice check)"
+                        if check and not site:
+                            name = f"{name} (no site check)"
                         has_refiner = getattr(model, "gombnet_refiner", None) is not None
                         if refine and not has_refiner:
                             if False in refines:
@@ -250,7 +258,8 @@ def main() -> None:
                                "n_true": [int(np.sum(cols["layer"] == i)) for i in range(args.layers)],
                                "multislice_seconds": round(t_sim, 1),
                                **score(noisy, model, cols, pixel, args.edge_angstrom / pixel, args.preset,
-                                       lattice_layers=check, n_layers=args.layers, refine=refine)}
+                                       lattice_layers=check, n_layers=args.layers, refine=refine,
+                                       lattice_sites=site)}
                         rows.append(row)
                         f1 = row["f1_per_layer"] + [float("nan")] * (2 - args.layers)
                         print(f"{twist:6.1f} {dose:6.0f} {name[:14]:14s} {simulator:10s} {f1[0]:6.3f} {f1[1]:6.3f} "

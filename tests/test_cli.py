@@ -98,6 +98,8 @@ def test_train_and_evaluate(tmp_path, tiny_graphene):
     numbers = json.loads(report.read_text(), parse_constant=strict)
     assert numbers["meta"]["n_images"] == 12
     assert f"judged {numbers['layer_check']['n_applied']} of 12 images" in result.output
+    assert f"dropped {numbers['site_check']['n_dropped']} copies" in result.output
+    assert numbers["meta"]["lattice_sites"] is True
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--json", report), "--overwrite")
     one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tiny_graphene), "not found")
     one_line_error(run("evaluate", "--model", out, "--data", tiny_graphene, "--device", "warp-drive"),
@@ -161,6 +163,11 @@ def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
     plain = tmp_path / "plain"
     assert run("predict", good, "--model", tiny_run, "--out", plain, "--no-lattice-layers").exit_code == 0
     assert json.loads((plain / "twisted_bilayer_graphene" / "summary.json").read_text())["layer_check"] is None
+    assert set(summary["site_check"]) >= {"n_moved", "n_dropped", "n_windows", "n_windows_total"}
+    no_sites = tmp_path / "no_sites"
+    assert run("predict", good, "--model", tiny_run, "--out", no_sites, "--no-lattice-sites").exit_code == 0
+    no_sites_summary = json.loads((no_sites / "twisted_bilayer_graphene" / "summary.json").read_text())
+    assert no_sites_summary["site_check"] is None and no_sites_summary["layer_check"] is not None
     before = (folder / "atoms.csv").read_bytes()
     one_line_error(run("predict", good, "--model", tiny_run, "--out", out), "--overwrite")
     assert (folder / "atoms.csv").read_bytes() == before

@@ -51,7 +51,12 @@ def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
     check = results["layer_check"]
     assert check["n_images"] == 12 and 0 <= check["n_changed"] <= check["n_applied"] <= 12
     assert (check["n_moved"] > 0) == (check["n_changed"] > 0)
-    assert "layer_check" not in evaluate_model(tmp_path / "run", tiny_graphene, split="all", lattice_layers=False)
+    sites = results["site_check"]
+    assert sites["n_images"] == 12 and 0 <= sites["n_fitted"] <= 12 and sites["n_moved"] >= 0
+    unchecked = evaluate_model(tmp_path / "run", tiny_graphene, split="all", lattice_layers=False)
+    assert "layer_check" not in unchecked and "site_check" not in unchecked
+    assert not unchecked["meta"]["lattice_sites"]
+    assert "site_check" not in evaluate_model(tmp_path / "run", tiny_graphene, split="all", lattice_sites=False)
     json.dumps(results, allow_nan=True)
     kept = evaluate_model(tmp_path / "run", tiny_graphene, split="all", max_images=5, keep_per_image=True)
     assert [r["image_index"] for r in kept["per_image"]] == list(range(5))

@@ -29,6 +29,9 @@ LATTICE_LAYERS_OPTION = typer.Option(True, help="Give regions where the network 
                                                 "to the layer whose lattice orientation they have (bond "
                                                 "orientations from 8 degrees of twist, each layer's local "
                                                 "lattice rotation below).")
+LATTICE_SITES_OPTION = typer.Option(True, help="Then fit each layer's honeycomb and give a single atom that sits on "
+                                                "another layer's honeycomb, far from its own, to that layer (or drop "
+                                                "it where that layer already has it).")
 REFINE_OPTION = typer.Option(False, help="Move each atom by the model's position refiner "
                                          "(the shipped graphene has one): a few per cent lower position error, "
                                          "but bond lengths of a distorted lattice evened out (README).")
@@ -240,6 +243,7 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every number to a JSON file."),
     class_weight: Optional[List[str]] = CLASS_WEIGHT_OPTION,
     lattice_layers: bool = LATTICE_LAYERS_OPTION,
+    lattice_sites: bool = LATTICE_SITES_OPTION,
     tta: str = typer.Option("none", help="Test-time augmentation: none, flips (4 passes per image) or d4 (8)."),
     refine: bool = REFINE_OPTION,
     overwrite: bool = typer.Option(False, help="Replace an existing JSON file."),
@@ -258,12 +262,16 @@ def evaluate(
                              threshold=threshold, max_images=max_images, group_by=by, n_groups=groups,
                              workers=workers, device=device, progress=sys.stderr.isatty(),
                              class_weights=_class_weights(class_weight), lattice_layers=lattice_layers,
-                             tta=TTA_CHOICES[tta], refine=refine)
+                             lattice_sites=lattice_sites, tta=TTA_CHOICES[tta], refine=refine)
     typer.echo(format_table(results))
     if "layer_check" in results:
         c = results["layer_check"]
         typer.echo(f"Lattice check of the layers: judged {c['n_applied']} of {c['n_images']} images, moved "
                    f"{c['n_moved']} atoms in {c['n_changed']} (--no-lattice-layers to score without it)")
+    if "site_check" in results:
+        c = results["site_check"]
+        typer.echo(f"Site check: honeycombs fitted in {c['n_fitted']} of {c['n_images']} images, moved {c['n_moved']} "
+                   f"atoms to another layer, dropped {c['n_dropped']} copies (--no-lattice-sites to score without it)")
     if by is not None:
         typer.echo(format_groups(results["groups"]))
     if json_out is not None:
@@ -348,6 +356,7 @@ def predict(
     analyze: bool = typer.Option(False, "--analyze", help="Also run `gombnet analyze` on each result."),
     class_weight: Optional[List[str]] = CLASS_WEIGHT_OPTION,
     lattice_layers: bool = LATTICE_LAYERS_OPTION,
+    lattice_sites: bool = LATTICE_SITES_OPTION,
     refine: bool = REFINE_OPTION,
     overwrite: bool = typer.Option(False, help="Replace existing result folders."),
     watch: Optional[Path] = typer.Option(
@@ -387,7 +396,7 @@ def predict(
         try:
             result = run_predict(image, loaded, pixel_size_angstrom=px, threshold=threshold,
                                  tta=TTA_CHOICES[tta], device=device, class_weights=weights,
-                                 lattice_layers=lattice_layers, refine=refine)
+                                 lattice_layers=lattice_layers, lattice_sites=lattice_sites, refine=refine)
         except GombnetError as exc:
             raise GombnetError(f"{path.name}: {exc}") from None
         result.timings["total_with_reading"] = time.perf_counter() - t0

@@ -19,11 +19,11 @@ import torch
 from .data import read_dataset
 from .errors import check
 from .inference.atoms import DEFAULT_SITE_GROUPS, find_atoms
-from .inference.layers import relabel_found_atoms
+from .inference.lattice_sites import check_found_layers
 from .inference.predict import atom_settings, inference_network, torch_predict_fn
 from .inference.refine import refine_positions
 from .inference.tiling import ensemble_predict
-from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_layers, pixel_metrics
+from .metrics import aggregate, atom_metrics, best_layer_assignment, permute_found_layers, permute_layers, pixel_metrics
 from .nn.checkpoint import load_model
 from .nn.dataset import normalize_batch
 from .nn.train import pick_device, predict_probabilities
@@ -47,7 +47,8 @@ def dopant_sites(class_names) -> list | None:
 def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict, *, n_layers: int,
                    class_names, pixel_size_angstrom: float, radius_angstrom: float = 0.5,
                    threshold: float = 0.5, grouping: dict | None = None,
-                   lattice_class: int | None = 0, image: np.ndarray | None = None, refiner=None) -> dict:
+                   lattice_class: int | None = 0, lattice_sites: bool = True, image: np.ndarray | None = None,
+                   refiner=None) -> dict:
     """Pixel and atom metrics of one image.
 
     Parameters
@@ -68,7 +69,11 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     lattice_class : int or None
         Class of a layer that forms its lattice, for the lattice-orientation check of the
         layers that ``gombnet predict`` runs (:func:`~gombnet.inference.layers.relabel_found_atoms`);
-        None skips it.
+        None skips it and the site check.
+    lattice_sites : bool
+        With ``lattice_class``, also give single atoms to the layer whose fitted honeycomb they
+        sit on (:func:`~gombnet.inference.lattice_sites.site_check_found_atoms`), as ``gombnet
+        predict`` does. The maps follow the moved atoms; the layer order scored is chosen after.
     image : (H, W) float, optional
         The normalised image the network saw; needed with ``refiner``.
     refiner : gombnet.nn.refiner.PositionRefiner, optional
@@ -78,19 +83,23 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     Returns
     -------
     dict with keys ``layer_perm``, ``pixel``, ``atoms``, ``layer_check`` (what the lattice
-    check of the layers did, or None) and ``column_errors``: ``index`` (the true columns scored,
-    those away from the border, as indices into ``true_columns``) and ``error_px`` (distance to
-    each one's matched atom [px], NaN where missed).
+    check of the layers did, or None), ``site_check`` (what the site check did, or None) and
+    ``column_errors``: ``index`` (the true columns scored, those away from the border, as indices
+    into ``true_columns``) and ``error_px`` (distance to each one's matched atom [px], NaN where missed).
     """
     truth = np.asarray(true_masks).astype(bool)
+    found = find_atoms(probs, threshold=threshold, **(grouping or {}))
+    layer_check = site_check = None
+    if lattice_class is not None:
+        # the maps follow the atoms, as in ``gombnet predict``
+        found, probs, layer_check, site_check, _ = check_found_layers(
+            found, probs, n_layers=n_layers, classes_per_layer=len(class_names),
+            pixel_size_angstrom=pixel_size_angstrom, lattice_class=lattice_class, lattice_sites=lattice_sites)
+    # one layer order for every metric, chosen on the maps as they are reported
     perm = best_layer_assignment(probs > threshold, truth, n_layers)
     probs = permute_layers(probs, perm, n_layers)
+    found = permute_found_layers(found, perm, n_layers=n_layers, classes_per_layer=len(class_names))
     pixel = pixel_metrics(probs > threshold, truth, n_layers, class_names)
-    found = find_atoms(probs, threshold=threshold, **(grouping or {}))
-    layer_check = None
-    if lattice_class is not None:
-        found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=len(class_names),
-                                                 lattice_class=lattice_class)
     if refiner is not None:
         check(image is not None, "evaluate_image: the refiner needs the image")
         found = refine_positions(image, probs, found, refiner, n_layers=n_layers,
@@ -109,7 +118,7 @@ def evaluate_image(probs: np.ndarray, true_masks: np.ndarray, true_columns: dict
     # which true columns were scored, and how far each one's match was
     errors = {"index": true_columns["index"], "error_px": np.asarray(atoms.pop("column_error_px"), dtype=float)}
     return {"layer_perm": [int(p) for p in perm], "pixel": pixel, "atoms": atoms, "layer_check": layer_check,
-            "column_errors": errors}
+            "site_check": site_check, "column_errors": errors}
 
 
 def inside_border(table: dict, h: int, w: int, border_px: float) -> dict:
@@ -124,8 +133,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                    threshold: float = 0.5, max_images: int | None = None, batch_size: int = 8,
                    group_by: str | None = None, n_groups: int = 4, workers: int = 1,
                    device: str | None = None, progress: bool = False, class_weights: dict | None = None,
-                   lattice_layers: bool = True, tta=None, keep_per_image: bool = False,
-                   refine: bool = False) -> dict:
+                   lattice_layers: bool = True, lattice_sites: bool = True, tta=None,
+                   keep_per_image: bool = False, refine: bool = False) -> dict:
     """Evaluate ``model`` (a loaded model, run folder or shipped name) on a dataset split.
 
     Parameters
@@ -149,6 +158,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         default the model card's.
     lattice_layers : bool
         Run the lattice-orientation check of the layers, as ``gombnet predict`` does.
+    lattice_sites : bool
+        With ``lattice_layers``, also run the site check (single atoms to the layer whose
+        fitted honeycomb they sit on), as ``gombnet predict`` does.
     tta : sequence of str, "d4" or None
         Test-time augmentation, as in :func:`gombnet.predict`: each image is predicted once
         per transform, the passes' layer orders aligned and the probabilities averaged (the
@@ -167,7 +179,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         (model, data, split, number of images, radius, threshold, seconds), with
         ``group_by``, ``groups``: one summary per group (see :func:`group_summary`), and with
         ``lattice_layers``, ``layer_check``: images judged (``n_applied``), images changed
-        (``n_changed``) and atoms moved (``n_moved``) by the lattice check of the layers.
+        (``n_changed``) and atoms moved (``n_moved``) by the lattice check of the layers, and
+        ``site_check``: images whose honeycombs were fitted (``n_fitted``), atoms moved
+        (``n_moved``) and copies dropped (``n_dropped``) by the site check.
     """
     check(0 < threshold < 1, f"threshold must be in (0, 1), got {threshold}")
     check(radius_angstrom > 0, f"matching radius must be > 0 Å, got {radius_angstrom}")
@@ -242,7 +256,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                 future = submit(evaluate_image, p, ds.masks[i], ds.columns_of(i), n_layers=ds.n_layers,
                                 class_names=ds.class_names, pixel_size_angstrom=ds.pixel_size_angstrom(i),
                                 radius_angstrom=radius_angstrom, threshold=threshold, grouping=grouping,
-                                lattice_class=lattice_class, image=image, refiner=refiner)
+                                lattice_class=lattice_class, lattice_sites=lattice_sites, image=image,
+                                refiner=refiner)
                 if bar:
                     future.add_done_callback(lambda _: bar.advance(task))
                 scored.append(future)
@@ -258,9 +273,15 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         results["layer_check"] = {"n_images": len(checks), "n_applied": sum(c["applied"] for c in checks),
                                   "n_changed": sum(c["n_moved"] > 0 for c in checks),
                                   "n_moved": sum(c["n_moved"] for c in checks)}
+    sites = [r["site_check"] for r in per_image if r["site_check"] is not None]
+    if sites:
+        results["site_check"] = {"n_images": len(sites), "n_fitted": sum(c["n_windows"] > 0 for c in sites),
+                                 "n_moved": sum(c["n_moved"] for c in sites),
+                                 "n_dropped": sum(c["n_dropped"] for c in sites)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
-                       "lattice_layers": lattice_layers, "tta": tta, "refined": refiner is not None,
+                       "lattice_layers": lattice_layers, "lattice_sites": bool(lattice_layers and lattice_sites),
+                       "tta": tta, "refined": refiner is not None,
                        "seconds": round(time.perf_counter() - t0, 2)}
     if keep_per_image:
         results["per_image"] = [{**r, "image_index": int(i)} for r, i in zip(per_image, idx)]

@@ -179,6 +179,21 @@ def permute_layers(maps, perm, n_layers: int) -> np.ndarray:
     return np.take(maps, index, axis=-3)
 
 
+def permute_found_layers(found: Mapping, perm, *, n_layers: int, classes_per_layer: int) -> dict:
+    """Renumber the layers of an atom table the way :func:`permute_layers` reorders maps.
+
+    ``found["channel"]`` is layer-major (``layer * classes_per_layer + class``); an atom of input
+    branch ``perm[i]`` ends up in layer ``i``. Returns a new table (rows in the same order).
+    """
+    perm = _check_perm(perm, _check_n_layers(n_layers))
+    channel = np.asarray(found["channel"], int)
+    to_layer = np.argsort(perm)
+    out = dict(found)
+    out["channel"] = (to_layer[channel // classes_per_layer] * classes_per_layer
+                      + channel % classes_per_layer).astype(np.asarray(found["channel"]).dtype)
+    return out
+
+
 def _branch_layer_dice(pred: np.ndarray, true: np.ndarray, n_layers: int, n_classes: int) -> np.ndarray:
     """Dice of every (branch, true layer, class) pairing; 1 where both are empty."""
     p = pred.reshape(n_layers, n_classes, -1)

@@ -47,6 +47,30 @@ def test_graphene_model_separates_layers_on_a_simulated_image():
     assert np.isfinite(m["overall"]["rmse_angstrom"])
 
 
+def test_site_check_on_the_graphene_model_keeps_maps_and_atoms_together():
+    from gombnet.demo import best_atom_assignment, demo_image
+    from gombnet.inference.predict import predict
+
+    model = load_model("graphene")
+    sample = demo_image("graphene", seed=3, size_px=256)
+    px = sample.params["pixel_size_angstrom"]
+    f1 = {}
+    for sites in (False, True):
+        result = predict(sample.image, model, pixel_size_angstrom=px, lattice_sites=sites)
+        found = {k: result.atoms[k] for k in ("channel", "x_px", "y_px", "score")}
+        m = best_atom_assignment(found, sample.columns, n_layers=2, class_names=["C"], radius_px=0.5 / px,
+                                 pixel_size_angstrom=px)
+        f1[sites] = m["overall"]["f1"]
+        # every atom lies on a blob of its own layer's map (model pixels: the maps follow moved atoms)
+        zoom = result.model_pixel_size_angstrom / px
+        rows = np.clip(np.rint(result.atoms["y_px"] / zoom).astype(int), 0, result.probabilities.shape[1] - 1)
+        cols = np.clip(np.rint(result.atoms["x_px"] / zoom).astype(int), 0, result.probabilities.shape[2] - 1)
+        own = result.probabilities[result.atoms["channel"], rows, cols]
+        assert np.mean(own > 0.3) > 0.97
+    assert result.site_check["n_windows"] >= 1
+    assert f1[True] >= f1[False] - 0.005
+
+
 def test_ws2_model_finds_s2_and_sse_columns_together():
     from gombnet.demo import demo_image
     from gombnet.inference.predict import predict

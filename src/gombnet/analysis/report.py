@@ -538,7 +538,8 @@ def html_report(folder: Path, summary: dict, result: dict, figure_names: list[st
         f"<h1>gombnet report</h1><p><b>{source}</b> - {html.escape(result.get('headline', ''))}</p>",
         f"<p>model: {html.escape(str(summary.get('model', '')))}; pixel size {summary['pixel_size_angstrom']:.4f} Å/px; "
         f"{summary.get('n_atoms', 0)} atoms</p>",
-        f"<p>{html.escape(_layer_check_text(summary.get('layer_check')))}</p>",
+        f"<p>{html.escape(_layer_check_text(summary.get('layer_check')))}"
+        f"{html.escape(_site_check_text(summary.get('site_check')))}</p>",
     ]
     if summary.get("positions_refined"):
         parts.append("<p>Positions corrected by the model's position refiner (gombnet predict --refine): a lower "
@@ -552,6 +553,17 @@ def html_report(folder: Path, summary: dict, result: dict, figure_names: list[st
         parts.append(f"<tr><td>{html.escape(key)}</td><td>{value}</td></tr>")
     parts.append("</table><p>All numbers: analysis.json; atoms: atoms.csv.</p></body></html>")
     return "\n".join(parts)
+
+
+def _site_check_text(check: dict | None) -> str:
+    """One sentence (with a leading space) on what the site check did (gombnet.inference.lattice_sites)."""
+    if not check or not check.get("n_windows_total"):
+        return ""
+    if not check.get("n_windows"):
+        return " Site check: no clear honeycomb in every layer, atoms left where the network put them."
+    return (f" Site check: each layer's honeycomb fitted in {check['n_windows']} of {check['n_windows_total']} "
+            f"windows; {check['n_moved']} atoms moved to the layer whose lattice sites they sit on, "
+            f"{check['n_dropped']} copies reported in two layers dropped.")
 
 
 def _layer_check_text(check: dict | None) -> str:

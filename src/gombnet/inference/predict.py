@@ -20,7 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..arrays import as_real_array
 from ..errors import GombnetError, check
 from .atoms import find_atoms, site_grouping
-from .layers import relabel_found_atoms
+from .lattice_sites import check_found_layers
 from .refine import refine_positions
 from .tiling import ensemble_predict, normalize_intensity, predict_tiled, resample, to_original_px
 
@@ -51,9 +51,12 @@ class Prediction:
         Seconds per step.
     layer_check : dict or None
         What the lattice-orientation check of the layers did (see
-        :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run. The
-        probability maps stay as the network gave them: where it moved atoms, their layer
-        differs from the map they were found in.
+        :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run.
+    site_check : dict or None
+        What the site check did (``n_moved``, ``n_dropped``, ``n_windows`` fitted of
+        ``n_windows_total``; see :func:`gombnet.inference.lattice_sites.lattice_site_assignment`);
+        None when not run. The probability (and uncertainty) maps follow the atoms both checks
+        moved (:func:`gombnet.inference.lattice_sites.relabel_maps`).
     refined : bool
         Whether the model's position refiner moved the atoms (see ``refine`` of :func:`predict`).
     """
@@ -68,6 +71,7 @@ class Prediction:
     timings: dict = field(default_factory=dict)
     layer_check: dict | None = None
     refined: bool = False
+    site_check: dict | None = None
 
     def counts(self) -> dict:
         """Number of atoms per layer and species, e.g. ``{"layer0": {"C": 1130}, ...}``."""
@@ -143,7 +147,8 @@ def check_image(image) -> np.ndarray:
 def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
             tta: Sequence[str] | str | None = None, tile_px: int | None = None, overlap_px: int | None = None,
             batch_size: int = 4, device: str | None = None, progress: bool = False,
-            class_weights: dict | None = None, lattice_layers: bool = True, refine: bool = False) -> Prediction:
+            class_weights: dict | None = None, lattice_layers: bool = True, lattice_sites: bool = True,
+            refine: bool = False) -> Prediction:
     """Find the atoms of every layer in an image.
 
     Parameters
@@ -178,6 +183,12 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
         about 1°; aligned layers are left alone). The first class
         of a layer (or the card's ``lattice_class``) is its lattice. ``timings`` is unchanged;
         what it did is in ``Prediction.layer_check``.
+    lattice_sites : bool
+        With ``lattice_layers``, then fit each layer's honeycomb (graphene; W + chalcogen columns
+        of a TMD) and move a single atom that sits on another layer's honeycomb, far from its
+        own, to that layer, or drop it where that layer already has it
+        (:func:`gombnet.inference.lattice_sites.lattice_site_assignment`); what it did is in
+        ``Prediction.site_check``.
     refine : bool
         Move each atom by the model's position refiner
         (:func:`gombnet.inference.refine.refine_positions`); the model must have one (the shipped
@@ -242,10 +253,11 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
 
     t = time.perf_counter()
     found = find_atoms(probs, threshold=threshold, **grouping)
-    layer_check = None
+    layer_check = site_check = None
     if lattice_layers:
-        found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=cpl,
-                                                 lattice_class=lattice_class)
+        found, probs, layer_check, site_check, (uncertainty,) = check_found_layers(
+            found, probs, n_layers=n_layers, classes_per_layer=cpl, pixel_size_angstrom=model_px,
+            lattice_class=lattice_class, lattice_sites=lattice_sites, extra_maps=(uncertainty,))
     refiner = None
     if refine:
         check(len(models) == 1, "the position refiner serves one model, not an ensemble; "
@@ -273,7 +285,7 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     return Prediction(atoms=atoms, probabilities=probs, uncertainty=uncertainty,
                       pixel_size_angstrom=float(pixel_size_angstrom), model_pixel_size_angstrom=model_px,
                       class_names=class_names, n_layers=n_layers, timings=timings, layer_check=layer_check,
-                      refined=refiner is not None)
+                      refined=refiner is not None, site_check=site_check)
 
 
 __all__ = ["Prediction", "predict", "atom_settings", "torch_predict_fn", "inference_network", "check_image",

@@ -135,6 +135,7 @@ def write_prediction(folder: str | os.PathLike, image: np.ndarray, prediction, *
                                    image.shape[0] * prediction.pixel_size_angstrom],
         "timings_seconds": {k: round(v, 4) for k, v in prediction.timings.items()},
         "layer_check": prediction.layer_check,
+        "site_check": prediction.site_check,
         "positions_refined": prediction.refined,
         "source": source or {},
     }

@@ -1,0 +1,330 @@
+"""Each found atom given to the layer whose fitted lattice it sits on.
+
+The network places most atoms in the right layer, but some single atoms (and small groups)
+end up in the other layer's map, or in both: in a twisted bilayer the two lattices cross,
+and where a column of one layer lies near the other layer's hexagon the decoders can
+disagree. Both layers of graphene, and the W + chalcogen columns of a 2H transition-metal
+dichalcogenide seen along c, are honeycombs. This module fits each reported layer's honeycomb
+(an affine map of the ideal one, so uniform strain, scan shear and the twist are absorbed;
+in windows of ``window_angstrom`` on large images, where distortions vary) to the atoms the
+network put in it, robustly (sites farther than ``inlier_angstrom`` from an atom are left
+out of the fit), and then moves an atom that sits on another layer's honeycomb but far
+from its own to that layer; if that layer already has an atom there, the atom was reported
+twice and its copy in the wrong layer is dropped. An atom that fits both lattices (the
+layers nearly aligned, or a column where the two honeycombs cross) stays where the network
+put it; so do atoms that fit neither (adatoms, contamination, defects).
+
+:func:`relabel_maps` moves the probability of moved atoms to their new layer's maps, so the
+maps that ``gombnet predict`` writes agree with its atoms.
+
+Pixel convention: x = column, y = row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..analysis.lattice import measure_lattice
+from ..errors import GombnetError, check
+from .layers import relabel_found_atoms
+
+__all__ = ["HoneycombFit", "fit_honeycomb", "lattice_site_assignment", "site_check_found_atoms", "relabel_maps",
+           "check_found_layers", "MAP_RADIUS_ANGSTROM"]
+
+# pixels this close [Å] to a moved atom (and nearer to it than to any other) move with it:
+# half the C-C bond, so neighbouring atoms keep their own pixels
+MAP_RADIUS_ANGSTROM = 0.7
+
+# lattice vectors a1, a2 (columns) of a honeycomb of lattice constant 1, a1 along x
+_CELL = np.array([[1.0, 0.5], [0.0, np.sqrt(3.0) / 2.0]])
+_CELL_INV = np.linalg.inv(_CELL)
+# the second sublattice sits at +-(a1 + a2) / 3 from the first
+_BASIS = (_CELL[:, 0] + _CELL[:, 1]) / 3.0
+
+
+@dataclass(frozen=True)
+class HoneycombFit:
+    """A honeycomb in image pixels: ``xy = matrix_px @ u + origin_px`` for the sites ``u`` of the
+    ideal honeycomb (lattice constant 1, first sublattice at the origin, second at
+    ``chirality * (a1 + a2) / 3``).
+
+    Attributes
+    ----------
+    matrix_px : (2, 2) ndarray
+        Affine part [px per lattice constant]: rotation, scale, strain and shear.
+    origin_px : (2,) ndarray
+        ``(x, y)`` of one site [px].
+    chirality : float
+        +1 or -1: on which side of the first sublattice the second one lies.
+    n_inliers : int
+        Atoms within the inlier distance of a site in the final fit.
+    """
+
+    matrix_px: np.ndarray
+    origin_px: np.ndarray
+    chirality: float
+    n_inliers: int
+
+    def nearest_sites(self, xy_px) -> tuple[np.ndarray, np.ndarray]:
+        """Distance [px] of each point ``(x, y)`` to its nearest site, and that site in ideal coordinates."""
+        xy = np.asarray(xy_px, float).reshape(-1, 2)
+        u = (xy - self.origin_px) @ np.linalg.inv(self.matrix_px).T
+        best = np.full(len(xy), np.inf)
+        site = np.zeros_like(u)
+        for shift in (0.0, self.chirality):
+            s = np.round((u - shift * _BASIS) @ _CELL_INV.T) @ _CELL.T + shift * _BASIS
+            d = np.linalg.norm((s - u) @ self.matrix_px.T, axis=1)
+            closer = d < best
+            best[closer], site[closer] = d[closer], s[closer]
+        return best, site
+
+    def residual_px(self, xy_px) -> np.ndarray:
+        """Distance [px] of each point ``(x, y)`` to the nearest site of this honeycomb."""
+        return self.nearest_sites(xy_px)[0]
+
+
+def fit_honeycomb(xy_px, *, a_px: float, orientation_deg: float, inlier_px: float, iterations: int = 6,
+                  n_starts: int = 8) -> HoneycombFit | None:
+    """Robust affine fit of a honeycomb to points ``(x, y)`` [px].
+
+    Starts from the lattice constant ``a_px`` [px] and the direction of a lattice vector
+    ``orientation_deg`` [deg from +x], with a site on each of the ``n_starts`` points nearest
+    the centre and either chirality (the start with most inliers wins); then alternates between
+    pairing every point with its nearest site and a least-squares affine fit of the pairs
+    closer than ``inlier_px`` [px]. Returns None when fewer than 6 points fit.
+    """
+    xy = np.asarray(xy_px, float).reshape(-1, 2)
+    check(a_px > 0 and inlier_px > 0, f"a_px and inlier_px must be positive, got {a_px} and {inlier_px}")
+    if len(xy) < 6:
+        return None
+    th = np.radians(orientation_deg)
+    matrix = a_px * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    starts = np.argsort(np.linalg.norm(xy - xy.mean(0), axis=1))[:n_starts]
+    fit = max((HoneycombFit(matrix, xy[k].copy(), sign, 0) for k in starts for sign in (1.0, -1.0)),
+              key=lambda f: int(np.sum(f.residual_px(xy) < inlier_px)))
+    for _ in range(iterations):
+        d, site = fit.nearest_sites(xy)
+        ok = d < inlier_px
+        if ok.sum() < 6:
+            return None
+        coef, *_ = np.linalg.lstsq(np.c_[site[ok], np.ones(ok.sum())], xy[ok], rcond=None)
+        fit = HoneycombFit(coef[:2].T, coef[2], fit.chirality, 0)
+    n = int(np.sum(fit.residual_px(xy) < inlier_px))
+    return HoneycombFit(fit.matrix_px, fit.origin_px, fit.chirality, n) if n >= 6 else None
+
+
+def _layer_fits(xy, layer, n_layers, ps, inlier_angstrom, min_atoms):
+    """One honeycomb per layer from that layer's atoms, or None if any layer has no clear lattice."""
+    fits = []
+    for k in range(n_layers):
+        pts = xy[layer == k]
+        if len(pts) < min_atoms:
+            return None
+        try:
+            m = measure_lattice(pts * ps, kind="honeycomb")
+        except GombnetError:
+            return None
+        fit = fit_honeycomb(pts, a_px=m.a_angstrom / ps, orientation_deg=m.orientation_deg,
+                            inlier_px=inlier_angstrom / ps)
+        # a lattice that explains less than half of its layer's atoms decides nothing
+        if fit is None or fit.n_inliers < 0.5 * len(pts):
+            return None
+        fits.append(fit)
+    return fits
+
+
+def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_layers: int = 2,
+                            window_angstrom: float = 20.0, inlier_angstrom: float = 0.35,
+                            move_angstrom: float = 0.3, margin: float = 1.5, duplicate_angstrom: float = 0.5,
+                            min_atoms: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+    """New layer of every atom from each layer's fitted honeycomb.
+
+    Parameters
+    ----------
+    x_px, y_px : (N,) arrays
+        Atom positions [px] (x = column, y = row).
+    layer : (N,) int array
+        Layer the network reported each atom in.
+    pixel_size_angstrom : float
+        [Å/px] of the positions.
+    window_angstrom : float
+        Side [Å] of the square windows fitted on their own (centres half a window apart; each
+        atom is decided in the window whose centre is nearest). A field up to 1.5 windows wide
+        is one window.
+    inlier_angstrom : float
+        Atoms within this distance [Å] of a site make up a layer's fit; an atom closer than
+        this to its own layer's lattice is never moved.
+    move_angstrom, margin : float
+        An atom moves to another layer when it is within ``move_angstrom`` [Å] of that layer's
+        lattice and ``margin`` times closer to it than to its own.
+    duplicate_angstrom : float
+        A moving atom with an atom of its new layer closer than this [Å] is a copy: dropped.
+    min_atoms : int
+        Fewer atoms in a layer of a window: that window is left as it is.
+
+    Returns
+    -------
+    new_layer : (N,) int array
+    keep : (N,) bool array
+        False for dropped copies.
+    info : dict
+        ``n_moved``, ``n_dropped``, ``n_windows`` (fitted) of ``n_windows_total``.
+    """
+    x, y = np.asarray(x_px, float), np.asarray(y_px, float)
+    lay = np.asarray(layer, int)
+    check(x.shape == y.shape == lay.shape, "x_px, y_px and layer must have the same length")
+    check(pixel_size_angstrom > 0 and window_angstrom > 0, "pixel_size_angstrom and window_angstrom must be positive")
+    new, keep = lay.copy(), np.ones(len(x), bool)
+    info = {"n_moved": 0, "n_dropped": 0, "n_windows": 0, "n_windows_total": 0}
+    if n_layers < 2 or len(x) == 0:
+        return new, keep, info
+    ps = float(pixel_size_angstrom)
+    xy = np.c_[x, y]
+    lo, hi = xy.min(0), xy.max(0)
+    win = window_angstrom / ps
+    centres = [np.array([(a + b) / 2.0]) if b - a <= 1.5 * win else np.arange(a + win / 2.0, b - win / 4.0, win / 2.0)
+               for a, b in zip(lo, hi)]
+    cx, cy = np.meshgrid(*centres)
+    centre_xy = np.c_[cx.ravel(), cy.ravel()]
+    owner = cKDTree(centre_xy).query(xy)[1]
+    info["n_windows_total"] = len(centre_xy)
+    candidates = []
+    for w, c in enumerate(centre_xy):
+        mine = owner == w
+        if not mine.any():
+            continue
+        inside = np.all(np.abs(xy - c) <= win / 2.0, axis=1) | mine
+        fits = _layer_fits(xy[inside], lay[inside], n_layers, ps, inlier_angstrom, min_atoms)
+        if fits is None:
+            continue
+        info["n_windows"] += 1
+        idx = np.flatnonzero(mine)
+        d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
+        own = d[np.arange(len(idx)), lay[idx]]
+        d[np.arange(len(idx)), lay[idx]] = np.inf
+        target = np.argmin(d, axis=1)
+        best = d[np.arange(len(idx)), target]
+        move = (best < move_angstrom) & (own > margin * best) & (own > inlier_angstrom)
+        candidates += list(zip(idx[move], target[move]))
+    # copies first judged against the atoms the network put in each layer, then moved ones
+    trees = {k: cKDTree(xy[lay == k]) for k in range(n_layers) if np.any(lay == k)}
+    for i, k in candidates:
+        if k in trees and trees[k].query(xy[i])[0] * ps < duplicate_angstrom:
+            keep[i] = False
+            info["n_dropped"] += 1
+        else:
+            new[i] = k
+            info["n_moved"] += 1
+    return new, keep, info
+
+
+def site_check_found_atoms(found: dict, *, n_layers: int, classes_per_layer: int, pixel_size_angstrom: float,
+                           **kwargs) -> tuple[dict, dict]:
+    """:func:`lattice_site_assignment` on a :func:`~gombnet.inference.atoms.find_atoms` result.
+
+    ``found["channel"]`` is layer-major (``layer * classes_per_layer + class``); every class of
+    a layer counts as a site of its honeycomb and keeps its class when it moves. The result
+    stays sorted by channel.
+    """
+    channel = np.asarray(found["channel"], int)
+    layer, cls = channel // classes_per_layer, channel % classes_per_layer
+    new_layer, keep, info = lattice_site_assignment(found["x_px"], found["y_px"], layer, n_layers=n_layers,
+                                                    pixel_size_angstrom=pixel_size_angstrom, **kwargs)
+    if not (info["n_moved"] or info["n_dropped"]):
+        return found, info
+    new_channel = (new_layer * classes_per_layer + cls)[keep]
+    order = np.argsort(new_channel, kind="stable")
+    out = {k: np.asarray(v)[keep][order] for k, v in found.items()}
+    out["channel"] = new_channel[order].astype(np.asarray(found["channel"]).dtype)
+    return out, info
+
+
+def relabel_maps(maps: np.ndarray, before: dict, after: dict, *, n_layers: int, radius_px: float) -> np.ndarray:
+    """Move the probability of atoms that changed layer into their new layer's maps.
+
+    Parameters
+    ----------
+    maps : (C, H, W) array
+        Layer-major per-class maps (probabilities, or their uncertainty) the atoms ``before``
+        were found in.
+    before, after : dict
+        Atom tables (``x_px``, ``y_px``, ``channel``) before and after a layer check that
+        moves atoms between layers without moving them in the image (an atom of ``after`` is
+        the atom of ``before`` at the same position).
+    radius_px : float
+        Pixels within this distance [px] of a moved atom, and nearer to it than to any other
+        atom of ``before``, swap their values between the old and the new layer's maps.
+
+    Returns
+    -------
+    (C, H, W) ndarray (a copy when anything moved, else ``maps`` itself).
+    """
+    maps = np.asarray(maps)
+    check(maps.ndim == 3 and maps.shape[0] % n_layers == 0,
+          f"maps must be (C, H, W) with C a multiple of {n_layers}, got shape {maps.shape}")
+    cpl = maps.shape[0] // n_layers
+    bxy = np.c_[np.asarray(before["x_px"], float), np.asarray(before["y_px"], float)]
+    if len(bxy) == 0:
+        return maps
+    old_layer = np.asarray(before["channel"], int) // cpl
+    new_layer = old_layer.copy()
+    axy = np.c_[np.asarray(after["x_px"], float), np.asarray(after["y_px"], float)]
+    if len(axy):
+        d, j = cKDTree(bxy).query(axy)
+        exact = d < 1e-9
+        new_layer[j[exact]] = np.asarray(after["channel"], int)[exact] // cpl
+    moved = np.flatnonzero(new_layer != old_layer)
+    if len(moved) == 0:
+        return maps
+    h, w = maps.shape[-2:]
+    r = int(np.ceil(radius_px))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = dx ** 2 + dy ** 2 <= radius_px ** 2
+    dx, dy = dx[disk], dy[disk]
+    cols = np.rint(bxy[moved, 0])[:, None].astype(int) + dx
+    rows = np.rint(bxy[moved, 1])[:, None].astype(int) + dy
+    who = np.repeat(moved, disk.sum())
+    cols, rows = cols.ravel(), rows.ravel()
+    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    cols, rows, who = cols[inside], rows[inside], who[inside]
+    # each pixel goes with the atom nearest to it
+    nearest = cKDTree(bxy).query(np.c_[cols, rows])[1]
+    mine = nearest == who
+    cols, rows, who = cols[mine], rows[mine], who[mine]
+    out = maps.copy()
+    for c in range(cpl):
+        src = old_layer[who] * cpl + c
+        dst = new_layer[who] * cpl + c
+        out[dst, rows, cols] = maps[src, rows, cols]
+        out[src, rows, cols] = maps[dst, rows, cols]
+    return out
+
+
+def check_found_layers(found: dict, maps: np.ndarray, *, n_layers: int, classes_per_layer: int,
+                       pixel_size_angstrom: float, lattice_class: int = 0, lattice_sites: bool = True,
+                       extra_maps: tuple = ()) -> tuple[dict, np.ndarray, dict, dict | None, tuple]:
+    """Both lattice checks of the layers, and the maps made to follow the atoms.
+
+    First :func:`~gombnet.inference.layers.relabel_found_atoms` (regions of atoms given back to
+    the layer whose orientation they have), then, with ``lattice_sites``,
+    :func:`site_check_found_atoms` (single atoms to the layer whose honeycomb they sit on);
+    then :func:`relabel_maps` on ``maps`` and on each of ``extra_maps`` (e.g. the uncertainty).
+
+    Returns
+    -------
+    found, maps, layer_check, site_check (None without ``lattice_sites``), extra_maps
+    """
+    network_found = found
+    found, layer_check = relabel_found_atoms(found, n_layers=n_layers, classes_per_layer=classes_per_layer,
+                                             lattice_class=lattice_class)
+    site_check = None
+    if lattice_sites:
+        found, site_check = site_check_found_atoms(found, n_layers=n_layers, classes_per_layer=classes_per_layer,
+                                                   pixel_size_angstrom=pixel_size_angstrom)
+    radius_px = MAP_RADIUS_ANGSTROM / pixel_size_angstrom
+    follow = [relabel_maps(m, network_found, found, n_layers=n_layers, radius_px=radius_px) if m is not None
+              else None for m in (maps, *extra_maps)]
+    return found, follow[0], layer_check, site_check, tuple(follow[1:])

@@ -1,0 +1,216 @@
+import numpy as np
+import pytest
+
+from gombnet.errors import GombnetError
+from gombnet.evaluate import evaluate_image
+from gombnet.inference.lattice_sites import (
+    check_found_layers,
+    fit_honeycomb,
+    lattice_site_assignment,
+    relabel_maps,
+    site_check_found_atoms,
+)
+from gombnet.metrics import permute_found_layers, permute_layers
+
+PS = 0.1  # Å/px
+A_PX = 2.46 / PS  # graphene
+
+
+def honeycomb(angle_deg, rng, *, size_px=140.0, a_px=A_PX, jitter_px=0.3, strain=None):
+    """Honeycomb sites inside a square [px], lattice vector at ``angle_deg``; ``strain`` (2x2) deforms it."""
+    t = np.radians(angle_deg)
+    a1 = a_px * np.array([np.cos(t), np.sin(t)])
+    a2 = a_px * np.array([np.cos(t + np.pi / 3), np.sin(t + np.pi / 3)])
+    n = int(2 * size_px / a_px) + 2
+    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n))
+    pts = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
+    pts = np.vstack([pts, pts + (a1 + a2) / 3])
+    if strain is not None:
+        pts = pts @ np.asarray(strain).T
+    pts = pts + rng.uniform(0, a_px, 2)
+    pts = pts[(pts >= 0).all(axis=1) & (pts < size_px).all(axis=1)]
+    return pts + rng.normal(0, jitter_px, pts.shape)
+
+
+def bilayer(twist_deg, seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    layers = [honeycomb(11.0, rng, **kwargs), honeycomb(11.0 + twist_deg, rng, **kwargs)]
+    return np.vstack(layers), np.concatenate([np.full(len(p), k) for k, p in enumerate(layers)])
+
+
+def far_from_other_layer(xy, truth, min_px=5.0):
+    """Atoms farther than ``min_px`` from every atom of the other layer."""
+    d = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    d[truth[:, None] == truth[None, :]] = np.inf
+    return d.min(axis=1) > min_px
+
+
+def test_fit_recovers_a_strained_sheared_honeycomb_despite_outliers():
+    rng = np.random.default_rng(3)
+    strain = np.array([[1.03, 0.04], [0.0, 0.98]])
+    pts = honeycomb(23.0, rng, strain=strain, jitter_px=0.2)
+    outliers = rng.uniform(0, 140, (len(pts) // 10, 2))
+    fit = fit_honeycomb(np.vstack([pts, outliers]), a_px=A_PX, orientation_deg=23.0, inlier_px=3.5)
+    assert fit is not None and fit.n_inliers >= len(pts)
+    assert np.median(fit.residual_px(pts)) < 0.35  # the 0.2 px jitter, not the 4 % distortion
+    t = np.radians(23.0)
+    true_matrix = strain @ (A_PX * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]))
+    # the same lattice up to a symmetry of the honeycomb: equal metric (lengths and angle)
+    np.testing.assert_allclose(fit.matrix_px.T @ fit.matrix_px, true_matrix.T @ true_matrix, rtol=0.02, atol=3.0)
+    # a hexagon centre is a full bond length from every site
+    centre = fit.matrix_px @ (2 * np.array([0.75, np.sqrt(3) / 4]) / 3 * 2) + fit.origin_px
+    assert fit.residual_px(centre[None])[0] > 0.8 * A_PX / np.sqrt(3)
+
+
+def test_fit_needs_points():
+    assert fit_honeycomb(np.zeros((3, 2)), a_px=A_PX, orientation_deg=0.0, inlier_px=3.0) is None
+    with pytest.raises(GombnetError):
+        fit_honeycomb(np.zeros((10, 2)), a_px=-1.0, orientation_deg=0.0, inlier_px=3.0)
+
+
+@pytest.mark.parametrize("twist", [9.0, 21.8, 30.0, 47.0])
+def test_single_atoms_in_the_wrong_layer_go_back(twist):
+    xy, truth = bilayer(twist)
+    rng = np.random.default_rng(1)
+    clear = np.flatnonzero(far_from_other_layer(xy, truth))
+    wrong = rng.choice(clear, size=len(xy) // 12, replace=False)
+    reported = truth.copy()
+    reported[wrong] = 1 - reported[wrong]
+    new, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS)
+    assert keep.all() and info["n_windows"] == info["n_windows_total"] == 1
+    # (one that happens to lie within the inlier distance of its wrong layer's lattice stays)
+    assert np.sum(new[wrong] != truth[wrong]) <= 1 and np.sum(new != truth) <= 1
+    # a consistent bilayer is left as it is
+    same, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], truth, pixel_size_angstrom=PS)
+    assert keep.all() and info["n_moved"] == 0 and np.array_equal(same, truth)
+
+
+def test_a_copy_in_the_wrong_layer_is_dropped_and_an_adatom_stays():
+    xy, truth = bilayer(25.0, seed=4)
+    clear = np.flatnonzero(far_from_other_layer(xy, truth))[:6]
+    adatom = np.array([[70.3, 70.1]])
+    # the copies: the same columns reported once more in the other layer; the adatom in layer 0
+    xy2 = np.vstack([xy, xy[clear], adatom])
+    reported = np.concatenate([truth, 1 - truth[clear], [0]])
+    d_adatom = np.hypot(*(xy - adatom).T).min()
+    new, keep, info = lattice_site_assignment(xy2[:, 0], xy2[:, 1], reported, pixel_size_angstrom=PS)
+    assert info["n_dropped"] == len(clear)
+    assert not keep[len(xy):len(xy) + len(clear)].any() and keep[:len(xy)].all()
+    if d_adatom > 4.0:  # off every site of layer 0: it fits neither lattice, stays
+        assert keep[-1] and new[-1] == 0
+
+
+def test_aligned_layers_are_left_alone():
+    rng = np.random.default_rng(5)
+    pts = honeycomb(11.0, rng)
+    xy = np.vstack([pts, pts + rng.normal(0, 0.3, pts.shape)])  # AA stacking: every column in both
+    reported = rng.integers(0, 2, len(xy))
+    new, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS)
+    assert keep.all() and info["n_moved"] == 0 and np.array_equal(new, reported)
+
+
+def test_a_large_field_is_fitted_in_windows_through_a_slow_rotation():
+    rng = np.random.default_rng(6)
+    size = 600.0
+    xy0, xy1 = honeycomb(11.0, rng, size_px=size), honeycomb(36.0, rng, size_px=size)
+    centre = size / 2
+
+    def bend(p, deg_per_px=3.0 / size):  # the lattice turns by 3 degrees across the field
+        ang = np.radians(deg_per_px * (p[:, 0] - centre))
+        d = p - centre
+        return centre + np.c_[np.cos(ang) * d[:, 0] - np.sin(ang) * d[:, 1], np.sin(ang) * d[:, 0] + np.cos(ang) * d[:, 1]]
+
+    xy = np.vstack([bend(xy0), bend(xy1)])
+    truth = np.concatenate([np.zeros(len(xy0), int), np.ones(len(xy1), int)])
+    clear = np.flatnonzero(far_from_other_layer(xy, truth))
+    wrong = rng.choice(clear, size=len(xy) // 20, replace=False)
+    reported = truth.copy()
+    reported[wrong] = 1 - reported[wrong]
+    new, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS)
+    assert info["n_windows_total"] > 4 and info["n_windows"] == info["n_windows_total"]
+    assert keep.all() and np.mean(new[wrong] == truth[wrong]) > 0.98 and np.mean(new == truth) > 0.995
+    # one window for the whole bent field leaves atoms where they were or moves right ones wrongly
+    one, _, _ = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS, window_angstrom=100.0)
+    assert np.sum(one != truth) > np.sum(new != truth)
+
+
+def test_found_atoms_keep_class_and_channel_order():
+    xy, truth = bilayer(30.0, seed=7)
+    rng = np.random.default_rng(7)
+    cls = rng.integers(0, 3, len(xy))
+    clear = np.flatnonzero(far_from_other_layer(xy, truth))
+    wrong = rng.choice(clear, size=20, replace=False)
+    reported = truth.copy()
+    reported[wrong] = 1 - reported[wrong]
+    found = {"x_px": xy[:, 0], "y_px": xy[:, 1], "channel": reported * 3 + cls, "score": np.arange(len(xy), dtype=float)}
+    out, info = site_check_found_atoms(found, n_layers=2, classes_per_layer=3, pixel_size_angstrom=PS)
+    assert info["n_moved"] == 20 and np.all(np.diff(out["channel"]) >= 0)
+    k = out["score"].astype(int)  # the score column identifies each atom
+    np.testing.assert_array_equal(out["channel"] % 3, cls[k])
+    np.testing.assert_array_equal(out["channel"] // 3, truth[k])
+    # one layer: nothing to compare with
+    mono = {**found, "channel": cls}
+    same, info = site_check_found_atoms(mono, n_layers=1, classes_per_layer=3, pixel_size_angstrom=PS)
+    assert same is mono and info["n_moved"] == 0
+
+
+def disks(xy, layer, shape, n_layers=2, radius_px=3.0):
+    maps = np.zeros((n_layers,) + shape, np.float32)
+    rr, cc = np.mgrid[:shape[0], :shape[1]]
+    for (x, y), k in zip(xy, layer):
+        maps[k][(cc - x) ** 2 + (rr - y) ** 2 <= radius_px ** 2] = 1.0
+    return maps
+
+
+def test_maps_follow_moved_atoms_only():
+    xy = np.array([[20.0, 20.0], [40.0, 20.0], [20.0, 40.0]])
+    before = {"x_px": xy[:, 0], "y_px": xy[:, 1], "channel": np.array([0, 0, 1])}
+    maps = disks(xy, before["channel"], (64, 64))
+    after = {"x_px": xy[[1, 2, 0], 0], "y_px": xy[[1, 2, 0], 1], "channel": np.array([0, 1, 1])}  # atom 0 moved
+    moved = relabel_maps(maps, before, after, n_layers=2, radius_px=5.0)
+    np.testing.assert_array_equal(moved, disks(xy, np.array([1, 0, 1]), (64, 64)))
+    assert relabel_maps(maps, before, before, n_layers=2, radius_px=5.0) is maps
+    # a dropped atom (absent afterwards) leaves the maps alone
+    dropped = {k: v[1:] for k, v in before.items()}
+    assert relabel_maps(maps, before, dropped, n_layers=2, radius_px=5.0) is maps
+    with pytest.raises(GombnetError):
+        relabel_maps(maps[:1], before, after, n_layers=2, radius_px=5.0)
+
+
+def test_permuted_atoms_match_permuted_maps():
+    found = {"channel": np.array([0, 1, 2, 3, 5]), "x_px": np.arange(5.0)}
+    out = permute_found_layers(found, (1, 0), n_layers=2, classes_per_layer=3)
+    np.testing.assert_array_equal(out["channel"], [3, 4, 5, 0, 2])
+    maps = np.arange(6)[:, None, None] * np.ones((6, 2, 2))
+    perm_maps = permute_layers(maps, (1, 0), 2)
+    # the channel an atom goes to holds, after permuting, the map it was found in
+    for c_old, c_new in zip(found["channel"], out["channel"]):
+        assert perm_maps[c_new, 0, 0] == c_old
+
+
+def test_evaluation_scores_the_maps_and_atoms_after_the_checks():
+    """Atoms of a twisted bilayer rendered as perfect maps, a twelfth of them in the other
+    layer's map: the site check gives them back, and the maps and the score follow."""
+    xy, truth = bilayer(27.0, seed=8, size_px=128.0)
+    rng = np.random.default_rng(8)
+    clear = np.flatnonzero(far_from_other_layer(xy, truth, min_px=7.0))
+    wrong = rng.choice(clear, size=len(xy) // 12, replace=False)
+    reported = truth.copy()
+    reported[wrong] = 1 - reported[wrong]
+    shape = (128, 128)
+    probs, masks = disks(xy, reported, shape), disks(xy, truth, shape)
+    columns = {"x_px": xy[:, 0], "y_px": xy[:, 1], "layer": truth, "class": np.zeros(len(xy), int)}
+    kw = dict(n_layers=2, class_names=["C"], pixel_size_angstrom=PS)
+    plain = evaluate_image(probs, masks, columns, lattice_sites=False, **kw)
+    checked = evaluate_image(probs, masks, columns, **kw)
+    assert plain["atoms"]["overall"]["f1"] < 0.95 and plain["site_check"] is None
+    assert checked["atoms"]["overall"]["f1"] > 0.99
+    assert checked["pixel"]["mean_iou"] > plain["pixel"]["mean_iou"] + 0.05
+    assert checked["site_check"]["n_moved"] >= 0.9 * len(wrong)
+    # the same through check_found_layers with the layers handed in swapped: the maps follow too
+    found = {"x_px": xy[:, 0], "y_px": xy[:, 1], "channel": 1 - reported, "score": np.ones(len(xy))}
+    out, maps, _, site, (extra,) = check_found_layers(found, probs[::-1], n_layers=2, classes_per_layer=1,
+                                                     pixel_size_angstrom=PS, extra_maps=(probs[::-1],))
+    assert site["n_moved"] >= 0.9 * len(wrong)
+    np.testing.assert_array_equal(maps, extra)
+    assert np.mean(maps.astype(bool) == masks[::-1].astype(bool)) > 0.995
