@@ -6,7 +6,7 @@ and where a column of one layer lies near the other layer's hexagon the decoders
 disagree. Both layers of graphene, and the W + chalcogen columns of a 2H transition-metal
 dichalcogenide seen along c, are honeycombs. This module fits each reported layer's honeycomb
 (an affine map of the ideal one, so uniform strain, scan shear and the twist are absorbed;
-in windows of ``window_angstrom`` on large images, where distortions vary) to the atoms the
+in cells of about ``window_angstrom`` on large images, where distortions vary) to the atoms the
 network put in it, robustly (sites farther than ``inlier_angstrom`` from an atom are left
 out of the fit), and then moves an atom that sits on another layer's honeycomb but far
 from its own to that layer; if that layer already has an atom there, the atom was reported
@@ -116,19 +116,31 @@ def fit_honeycomb(xy_px, *, a_px: float, orientation_deg: float, inlier_px: floa
     return HoneycombFit(fit.matrix_px, fit.origin_px, fit.chirality, n) if n >= 6 else None
 
 
-def _layer_fits(xy, layer, n_layers, ps, inlier_angstrom, min_atoms):
-    """One honeycomb per layer from that layer's atoms, or None if any layer has no clear lattice."""
-    fits = []
+def _layer_guesses(xy, layer, n_layers, ps, min_atoms, max_atoms=2000):
+    """Lattice constant [px] and orientation [deg] of each layer from its atoms nearest the
+    centre (at most ``max_atoms``), or None if a layer has no clear lattice."""
+    guesses = []
     for k in range(n_layers):
         pts = xy[layer == k]
         if len(pts) < min_atoms:
             return None
+        pts = pts[np.argsort(np.linalg.norm(pts - pts.mean(0), axis=1))[:max_atoms]]
         try:
             m = measure_lattice(pts * ps, kind="honeycomb")
         except GombnetError:
             return None
-        fit = fit_honeycomb(pts, a_px=m.a_angstrom / ps, orientation_deg=m.orientation_deg,
-                            inlier_px=inlier_angstrom / ps)
+        guesses.append((m.a_angstrom / ps, m.orientation_deg))
+    return guesses
+
+
+def _layer_fits(xy, layer, guesses, inlier_px, min_atoms):
+    """One honeycomb per layer from that layer's atoms, or None if any layer has no clear lattice."""
+    fits = []
+    for k, (a_px, orientation_deg) in enumerate(guesses):
+        pts = xy[layer == k]
+        if len(pts) < min_atoms:
+            return None
+        fit = fit_honeycomb(pts, a_px=a_px, orientation_deg=orientation_deg, inlier_px=inlier_px)
         # a lattice that explains less than half of its layer's atoms decides nothing
         if fit is None or fit.n_inliers < 0.5 * len(pts):
             return None
@@ -151,9 +163,10 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     pixel_size_angstrom : float
         [Å/px] of the positions.
     window_angstrom : float
-        Side [Å] of the square windows fitted on their own (centres half a window apart; each
-        atom is decided in the window whose centre is nearest). A field up to 1.5 windows wide
-        is one window.
+        About the side [Å] of the cells the field is divided into: each cell's atoms are judged
+        by honeycombs fitted to the atoms of the cell and a margin of a quarter cell around it
+        (a field up to 1.5 windows wide is one cell). Each layer's lattice constant and
+        orientation, the fits' starting point, are measured once on the whole field.
     inlier_angstrom : float
         Atoms within this distance [Å] of a site make up a layer's fit; an atom closer than
         this to its own layer's lattice is never moved.
@@ -163,7 +176,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     duplicate_angstrom : float
         A moving atom with an atom of its new layer closer than this [Å] is a copy: dropped.
     min_atoms : int
-        Fewer atoms in a layer of a window: that window is left as it is.
+        Fewer atoms in a layer of a cell: that cell is left as it is.
 
     Returns
     -------
@@ -171,7 +184,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     keep : (N,) bool array
         False for dropped copies.
     info : dict
-        ``n_moved``, ``n_dropped``, ``n_windows`` (fitted) of ``n_windows_total``.
+        ``n_moved``, ``n_dropped``, ``n_windows`` (cells fitted) of ``n_windows_total``.
     """
     x, y = np.asarray(x_px, float), np.asarray(y_px, float)
     lay = np.asarray(layer, int)
@@ -183,25 +196,27 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         return new, keep, info
     ps = float(pixel_size_angstrom)
     xy = np.c_[x, y]
+    guesses = _layer_guesses(xy, lay, n_layers, ps, min_atoms)
     lo, hi = xy.min(0), xy.max(0)
     win = window_angstrom / ps
-    centres = [np.array([(a + b) / 2.0]) if b - a <= 1.5 * win else np.arange(a + win / 2.0, b - win / 4.0, win / 2.0)
-               for a, b in zip(lo, hi)]
-    cx, cy = np.meshgrid(*centres)
-    centre_xy = np.c_[cx.ravel(), cy.ravel()]
-    owner = cKDTree(centre_xy).query(xy)[1]
-    info["n_windows_total"] = len(centre_xy)
+    n_cells = np.where(hi - lo <= 1.5 * win, 1, np.rint((hi - lo) / win)).astype(int)
+    cell = np.maximum((hi - lo) / n_cells, 1e-9)
+    index = np.minimum(((xy - lo) / cell).astype(int), n_cells - 1)
+    owner = index[:, 1] * n_cells[0] + index[:, 0]
+    info["n_windows_total"] = int(np.prod(n_cells))
+    if guesses is None:
+        return new, keep, info
+    tree = cKDTree(xy)
+    reach = 0.75 * float(cell.max())  # half a cell plus a quarter cell of margin
     candidates = []
-    for w, c in enumerate(centre_xy):
-        mine = owner == w
-        if not mine.any():
-            continue
-        inside = np.all(np.abs(xy - c) <= win / 2.0, axis=1) | mine
-        fits = _layer_fits(xy[inside], lay[inside], n_layers, ps, inlier_angstrom, min_atoms)
+    for w in np.unique(owner):
+        centre = lo + (np.array([w % n_cells[0], w // n_cells[0]]) + 0.5) * cell
+        region = np.asarray(tree.query_ball_point(centre, r=reach, p=np.inf), int)
+        fits = _layer_fits(xy[region], lay[region], guesses, inlier_angstrom / ps, min_atoms)
         if fits is None:
             continue
         info["n_windows"] += 1
-        idx = np.flatnonzero(mine)
+        idx = np.flatnonzero(owner == w)
         d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
         own = d[np.arange(len(idx)), lay[idx]]
         d[np.arange(len(idx)), lay[idx]] = np.inf
@@ -209,7 +224,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         best = d[np.arange(len(idx)), target]
         move = (best < move_angstrom) & (own > margin * best) & (own > inlier_angstrom)
         candidates += list(zip(idx[move], target[move]))
-    # copies first judged against the atoms the network put in each layer, then moved ones
+    # copies are judged against the atoms the network put in each layer
     trees = {k: cKDTree(xy[lay == k]) for k in range(n_layers) if np.any(lay == k)}
     for i, k in candidates:
         if k in trees and trees[k].query(xy[i])[0] * ps < duplicate_angstrom:
