@@ -57,8 +57,10 @@ def test_fit_recovers_a_strained_sheared_honeycomb_despite_outliers():
     true_matrix = strain @ (A_PX * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]))
     # the same lattice up to a symmetry of the honeycomb: equal metric (lengths and angle)
     np.testing.assert_allclose(fit.matrix_px.T @ fit.matrix_px, true_matrix.T @ true_matrix, rtol=0.02, atol=3.0)
-    # a hexagon centre is a full bond length from every site
-    centre = fit.matrix_px @ (2 * np.array([0.75, np.sqrt(3) / 4]) / 3 * 2) + fit.origin_px
+    # a hexagon centre (opposite the second sublattice) is a full bond length from every site
+    delta = np.array([1.5, np.sqrt(3) / 2]) / 3  # (a1 + a2) / 3 of the ideal honeycomb
+    centre = fit.matrix_px @ (-fit.chirality * delta) + fit.origin_px
+    assert fit.residual_px((fit.matrix_px @ (fit.chirality * delta) + fit.origin_px)[None])[0] < 1e-9
     assert fit.residual_px(centre[None])[0] > 0.8 * A_PX / np.sqrt(3)
 
 
