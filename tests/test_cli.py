@@ -213,6 +213,8 @@ def test_models_lists_shipped():
     assert "graphene:" in result.output and "ws2-wsse:" in result.output
     assert "command:" in result.output and "test metrics" in result.output
     assert "position refiner: position error on validation images" in result.output
+    # both bilayer models carry their scores under the current evaluation defaults
+    assert result.output.count("test metrics with the defaults of 2026-11-28, --tta d4: mIoU") == 2
 
 
 def test_train_config_file_and_explicit_options(tmp_path, tiny_graphene):

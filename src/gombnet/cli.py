@@ -531,6 +531,14 @@ def models():
                 typer.echo(f"  {key}: {card[key]}")
         if "test_metrics" in card:
             typer.echo(f"  test metrics: {json.dumps(card['test_metrics'])}")
+        current = card.get("test_metrics_current")
+        if current:
+            for key, label in (("plain", ""), ("tta_d4", ", --tta d4")):
+                m = current.get(key)
+                if m:
+                    typer.echo(f"  test metrics with the defaults of {current.get('date', '?')}{label}: mIoU "
+                               f"{m['mean_iou']:.3f}, atom F1 {m['atom_f1']:.3f}, RMSE {m['rmse_angstrom']:.3f} Å, "
+                               f"wrong layer {100 * m['cross_layer_rate']:.1f} %")
         refiner = card.get("refiner")
         if refiner:
             v = refiner.get("card", {}).get("validation", {})

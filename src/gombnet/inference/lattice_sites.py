@@ -116,7 +116,7 @@ def fit_honeycomb(xy_px, *, a_px: float, orientation_deg: float, inlier_px: floa
     return HoneycombFit(fit.matrix_px, fit.origin_px, fit.chirality, n) if n >= 6 else None
 
 
-def _layer_guesses(xy, layer, n_layers, ps, min_atoms, max_atoms=2000):
+def _layer_guesses(xy, layer, n_layers, ps, min_atoms, max_atoms=400):
     """Lattice constant [px] and orientation [deg] of each layer from its atoms nearest the
     centre (at most ``max_atoms``), or None if a layer has no clear lattice."""
     guesses = []
