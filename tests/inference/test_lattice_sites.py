@@ -66,6 +66,9 @@ def test_fit_recovers_a_strained_sheared_honeycomb_despite_outliers():
 
 def test_fit_needs_points():
     assert fit_honeycomb(np.zeros((3, 2)), a_px=A_PX, orientation_deg=0.0, inlier_px=3.0) is None
+    # one row of sites along a lattice vector fixes no second direction
+    row = np.c_[np.arange(12) * A_PX, np.zeros(12)]
+    assert fit_honeycomb(row, a_px=A_PX, orientation_deg=0.0, inlier_px=3.0) is None
     with pytest.raises(GombnetError):
         fit_honeycomb(np.zeros((10, 2)), a_px=-1.0, orientation_deg=0.0, inlier_px=3.0)
 

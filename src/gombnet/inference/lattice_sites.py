@@ -111,6 +111,10 @@ def fit_honeycomb(xy_px, *, a_px: float, orientation_deg: float, inlier_px: floa
         if ok.sum() < 6:
             return None
         coef, *_ = np.linalg.lstsq(np.c_[site[ok], np.ones(ok.sum())], xy[ok], rcond=None)
+        # points along one line leave the affine map undetermined: no lattice
+        stretch = np.linalg.svd(coef[:2], compute_uv=False)
+        if not (0.5 * a_px < stretch[1] and stretch[0] < 2.0 * a_px):
+            return None
         fit = HoneycombFit(coef[:2].T, coef[2], fit.chirality, 0)
     n = int(np.sum(fit.residual_px(xy) < inlier_px))
     return HoneycombFit(fit.matrix_px, fit.origin_px, fit.chirality, n) if n >= 6 else None
