@@ -87,24 +87,28 @@ class HoneycombFit:
 
 
 def fit_honeycomb(xy_px, *, a_px: float, orientation_deg: float, inlier_px: float, iterations: int = 6,
-                  n_starts: int = 8) -> HoneycombFit | None:
+                  n_starts: int = 8, start: HoneycombFit | None = None) -> HoneycombFit | None:
     """Robust affine fit of a honeycomb to points ``(x, y)`` [px].
 
     Starts from the lattice constant ``a_px`` [px] and the direction of a lattice vector
     ``orientation_deg`` [deg from +x], with a site on each of the ``n_starts`` points nearest
-    the centre and either chirality (the start with most inliers wins); then alternates between
-    pairing every point with its nearest site and a least-squares affine fit of the pairs
+    the centre and either chirality (the start with most inliers wins); or from ``start`` (a
+    neighbouring region's fit) when that already explains half of the points. Then alternates
+    between pairing every point with its nearest site and a least-squares affine fit of the pairs
     closer than ``inlier_px`` [px]. Returns None when fewer than 6 points fit.
     """
     xy = np.asarray(xy_px, float).reshape(-1, 2)
     check(a_px > 0 and inlier_px > 0, f"a_px and inlier_px must be positive, got {a_px} and {inlier_px}")
     if len(xy) < 6:
         return None
-    th = np.radians(orientation_deg)
-    matrix = a_px * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    starts = np.argsort(np.linalg.norm(xy - xy.mean(0), axis=1))[:n_starts]
-    fit = max((HoneycombFit(matrix, xy[k].copy(), sign, 0) for k in starts for sign in (1.0, -1.0)),
-              key=lambda f: int(np.sum(f.residual_px(xy) < inlier_px)))
+    if start is not None and np.sum(start.residual_px(xy) < inlier_px) >= 0.5 * len(xy):
+        fit = start
+    else:
+        th = np.radians(orientation_deg)
+        matrix = a_px * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        starts = np.argsort(np.linalg.norm(xy - xy.mean(0), axis=1))[:n_starts]
+        fit = max((HoneycombFit(matrix, xy[k].copy(), sign, 0) for k in starts for sign in (1.0, -1.0)),
+                  key=lambda f: int(np.sum(f.residual_px(xy) < inlier_px)))
     for _ in range(iterations):
         d, site = fit.nearest_sites(xy)
         ok = d < inlier_px
@@ -137,14 +141,16 @@ def _layer_guesses(xy, layer, n_layers, ps, min_atoms, max_atoms=400):
     return guesses
 
 
-def _layer_fits(xy, layer, guesses, inlier_px, min_atoms):
-    """One honeycomb per layer from that layer's atoms, or None if any layer has no clear lattice."""
+def _layer_fits(xy, layer, guesses, inlier_px, min_atoms, starts=None):
+    """One honeycomb per layer from that layer's atoms, or None if any layer has no clear lattice.
+    ``starts``: the previous cell's fits, tried first."""
     fits = []
     for k, (a_px, orientation_deg) in enumerate(guesses):
         pts = xy[layer == k]
         if len(pts) < min_atoms:
             return None
-        fit = fit_honeycomb(pts, a_px=a_px, orientation_deg=orientation_deg, inlier_px=inlier_px)
+        fit = fit_honeycomb(pts, a_px=a_px, orientation_deg=orientation_deg, inlier_px=inlier_px,
+                            start=starts[k] if starts else None)
         # a lattice that explains less than half of its layer's atoms decides nothing
         if fit is None or fit.n_inliers < 0.5 * len(pts):
             return None
@@ -212,13 +218,15 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         return new, keep, info
     tree = cKDTree(xy)
     reach = 0.75 * float(cell.max())  # half a cell plus a quarter cell of margin
-    candidates = []
+    candidates, previous = [], None
     for w in np.unique(owner):
         centre = lo + (np.array([w % n_cells[0], w // n_cells[0]]) + 0.5) * cell
         region = np.asarray(tree.query_ball_point(centre, r=reach, p=np.inf), int)
-        fits = _layer_fits(xy[region], lay[region], guesses, inlier_angstrom / ps, min_atoms)
+        # a neighbouring cell's lattice is the first start: one fit instead of sixteen
+        fits = _layer_fits(xy[region], lay[region], guesses, inlier_angstrom / ps, min_atoms, previous)
         if fits is None:
             continue
+        previous = fits
         info["n_windows"] += 1
         idx = np.flatnonzero(owner == w)
         d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
