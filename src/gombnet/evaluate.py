@@ -275,7 +275,7 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
                                   "n_moved": sum(c["n_moved"] for c in checks)}
     sites = [r["site_check"] for r in per_image if r["site_check"] is not None]
     if sites:
-        results["site_check"] = {"n_images": len(sites), "n_fitted": sum(c["n_windows"] > 0 for c in sites),
+        results["site_check"] = {"n_images": len(sites), "n_fitted": sum(c["n_cells_fitted"] > 0 for c in sites),
                                  "n_moved": sum(c["n_moved"] for c in sites),
                                  "n_dropped": sum(c["n_dropped"] for c in sites)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),

@@ -82,7 +82,7 @@ def test_single_atoms_in_the_wrong_layer_go_back(twist):
     reported = truth.copy()
     reported[wrong] = 1 - reported[wrong]
     new, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS)
-    assert keep.all() and info["n_windows"] == info["n_windows_total"] == 1
+    assert keep.all() and info["n_cells_fitted"] == info["n_cells"] == 1
     # (one that happens to lie within the inlier distance of its wrong layer's lattice stays)
     assert np.sum(new[wrong] != truth[wrong]) <= 1 and np.sum(new != truth) <= 1
     # a consistent bilayer is left as it is
@@ -114,7 +114,7 @@ def test_aligned_layers_are_left_alone():
     assert keep.all() and info["n_moved"] == 0 and np.array_equal(new, reported)
 
 
-def test_a_large_field_is_fitted_in_windows_through_a_slow_rotation():
+def test_a_large_field_is_fitted_in_cells_fitted_through_a_slow_rotation():
     rng = np.random.default_rng(6)
     size = 600.0
     xy0, xy1 = honeycomb(11.0, rng, size_px=size), honeycomb(36.0, rng, size_px=size)
@@ -132,10 +132,10 @@ def test_a_large_field_is_fitted_in_windows_through_a_slow_rotation():
     reported = truth.copy()
     reported[wrong] = 1 - reported[wrong]
     new, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS)
-    assert info["n_windows_total"] > 4 and info["n_windows"] == info["n_windows_total"]
+    assert info["n_cells"] > 4 and info["n_cells_fitted"] == info["n_cells"]
     assert keep.all() and np.mean(new[wrong] == truth[wrong]) > 0.98 and np.mean(new == truth) > 0.995
-    # one window for the whole bent field leaves atoms where they were or moves right ones wrongly
-    one, _, _ = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS, window_angstrom=100.0)
+    # one cell for the whole bent field leaves atoms where they were or moves right ones wrongly
+    one, _, _ = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS, cell_angstrom=100.0)
     assert np.sum(one != truth) > np.sum(new != truth)
 
 

@@ -67,7 +67,7 @@ def test_site_check_on_the_graphene_model_keeps_maps_and_atoms_together():
         cols = np.clip(np.rint(result.atoms["x_px"] / zoom).astype(int), 0, result.probabilities.shape[2] - 1)
         own = result.probabilities[result.atoms["channel"], rows, cols]
         assert np.mean(own > 0.3) > 0.97
-    assert result.site_check["n_windows"] >= 1
+    assert result.site_check["n_cells_fitted"] >= 1
     assert f1[True] >= f1[False] - 0.005
 
 

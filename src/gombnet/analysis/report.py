@@ -557,12 +557,12 @@ def html_report(folder: Path, summary: dict, result: dict, figure_names: list[st
 
 def _site_check_text(check: dict | None) -> str:
     """One sentence (with a leading space) on what the site check did (gombnet.inference.lattice_sites)."""
-    if not check or not check.get("n_windows_total"):
+    if not check or not check.get("n_cells"):
         return ""
-    if not check.get("n_windows"):
+    if not check.get("n_cells_fitted"):
         return " Site check: no clear honeycomb in every layer, atoms left where the network put them."
-    return (f" Site check: each layer's honeycomb fitted in {check['n_windows']} of {check['n_windows_total']} "
-            f"windows; {check['n_moved']} atoms moved to the layer whose lattice sites they sit on, "
+    return (f" Site check: each layer's honeycomb fitted in {check['n_cells_fitted']} of {check['n_cells']} "
+            f"cells of the field; {check['n_moved']} atoms moved to the layer whose lattice sites they sit on, "
             f"{check['n_dropped']} copies reported in two layers dropped.")
 
 

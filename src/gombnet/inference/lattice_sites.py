@@ -6,7 +6,7 @@ and where a column of one layer lies near the other layer's hexagon the decoders
 disagree. Both layers of graphene, and the W + chalcogen columns of a 2H transition-metal
 dichalcogenide seen along c, are honeycombs. This module fits each reported layer's honeycomb
 (an affine map of the ideal one, so uniform strain, scan shear and the twist are absorbed;
-in cells of about ``window_angstrom`` on large images, where distortions vary) to the atoms the
+in cells of about ``cell_angstrom`` on large images, where distortions vary) to the atoms the
 network put in it, robustly (sites farther than ``inlier_angstrom`` from an atom are left
 out of the fit), and then moves an atom that sits on another layer's honeycomb but far
 from its own to that layer; if that layer already has an atom there, the atom was reported
@@ -159,7 +159,7 @@ def _layer_fits(xy, layer, guesses, inlier_px, min_atoms, starts=None):
 
 
 def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_layers: int = 2,
-                            window_angstrom: float = 20.0, inlier_angstrom: float = 0.35,
+                            cell_angstrom: float = 20.0, inlier_angstrom: float = 0.35,
                             move_angstrom: float = 0.3, margin: float = 1.5, duplicate_angstrom: float = 0.5,
                             min_atoms: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
     """New layer of every atom from each layer's fitted honeycomb.
@@ -172,11 +172,12 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         Layer the network reported each atom in.
     pixel_size_angstrom : float
         [Å/px] of the positions.
-    window_angstrom : float
+    cell_angstrom : float
         About the side [Å] of the cells the field is divided into: each cell's atoms are judged
         by honeycombs fitted to the atoms of the cell and a margin of a quarter cell around it
-        (a field up to 1.5 windows wide is one cell). Each layer's lattice constant and
-        orientation, the fits' starting point, are measured once on the whole field.
+        (a field up to 1.5 cells wide is one cell). Each layer's lattice constant and
+        orientation, the fits' starting point, are measured once, on its 400 atoms nearest the
+        field's centre; each cell's fit starts from the previous cell's where that fits.
     inlier_angstrom : float
         Atoms within this distance [Å] of a site make up a layer's fit; an atom closer than
         this to its own layer's lattice is never moved.
@@ -194,26 +195,26 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     keep : (N,) bool array
         False for dropped copies.
     info : dict
-        ``n_moved``, ``n_dropped``, ``n_windows`` (cells fitted) of ``n_windows_total``.
+        ``n_moved``, ``n_dropped``, ``n_cells_fitted`` (cells whose honeycombs were fitted) of ``n_cells``.
     """
     x, y = np.asarray(x_px, float), np.asarray(y_px, float)
     lay = np.asarray(layer, int)
     check(x.shape == y.shape == lay.shape, "x_px, y_px and layer must have the same length")
-    check(pixel_size_angstrom > 0 and window_angstrom > 0, "pixel_size_angstrom and window_angstrom must be positive")
+    check(pixel_size_angstrom > 0 and cell_angstrom > 0, "pixel_size_angstrom and cell_angstrom must be positive")
     new, keep = lay.copy(), np.ones(len(x), bool)
-    info = {"n_moved": 0, "n_dropped": 0, "n_windows": 0, "n_windows_total": 0}
+    info = {"n_moved": 0, "n_dropped": 0, "n_cells_fitted": 0, "n_cells": 0}
     if n_layers < 2 or len(x) == 0:
         return new, keep, info
     ps = float(pixel_size_angstrom)
     xy = np.c_[x, y]
     guesses = _layer_guesses(xy, lay, n_layers, ps, min_atoms)
     lo, hi = xy.min(0), xy.max(0)
-    win = window_angstrom / ps
+    win = cell_angstrom / ps
     n_cells = np.where(hi - lo <= 1.5 * win, 1, np.rint((hi - lo) / win)).astype(int)
     cell = np.maximum((hi - lo) / n_cells, 1e-9)
     index = np.minimum(((xy - lo) / cell).astype(int), n_cells - 1)
     owner = index[:, 1] * n_cells[0] + index[:, 0]
-    info["n_windows_total"] = int(np.prod(n_cells))
+    info["n_cells"] = int(np.prod(n_cells))
     if guesses is None:
         return new, keep, info
     tree = cKDTree(xy)
@@ -227,7 +228,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         if fits is None:
             continue
         previous = fits
-        info["n_windows"] += 1
+        info["n_cells_fitted"] += 1
         idx = np.flatnonzero(owner == w)
         d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
         own = d[np.arange(len(idx)), lay[idx]]
@@ -310,17 +311,28 @@ def relabel_maps(maps: np.ndarray, before: dict, after: dict, *, n_layers: int, 
     r = int(np.ceil(radius_px))
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
     disk = dx ** 2 + dy ** 2 <= radius_px ** 2
-    dx, dy = dx[disk], dy[disk]
-    cols = np.rint(bxy[moved, 0])[:, None].astype(int) + dx
-    rows = np.rint(bxy[moved, 1])[:, None].astype(int) + dy
-    who = np.repeat(moved, disk.sum())
-    cols, rows = cols.ravel(), rows.ravel()
-    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
-    cols, rows, who = cols[inside], rows[inside], who[inside]
-    # each pixel goes with the atom nearest to it
-    nearest = cKDTree(bxy).query(np.c_[cols, rows])[1]
-    mine = nearest == who
-    cols, rows, who = cols[mine], rows[mine], who[mine]
+    offsets = np.c_[dx[disk], dy[disk]]
+    # (moved atom, offset) -> pixel (x, y)
+    base = np.rint(bxy[moved]).astype(int)
+    pixels = base[:, None, :] + offsets[None]
+    # a pixel goes with the atom nearest to it; the pixel lies within radius + 0.71 px of its
+    # atom (disks are centred on the rounded position), so only atoms within twice that can be nearer
+    near = cKDTree(bxy).query_ball_point(bxy[moved], r=2.0 * (radius_px + 0.75))
+    first = np.repeat(np.arange(len(moved)), [len(n) for n in near])
+    other = np.concatenate(near).astype(int)
+    rival = other != moved[first]
+    first, other = first[rival], other[rival]
+    mine = (pixels[..., 0] >= 0) & (pixels[..., 0] < w) & (pixels[..., 1] >= 0) & (pixels[..., 1] < h)
+    if len(first):
+        # pixel p is nearer to atom j than to atom i where 2 p.(j - i) > |j|^2 - |i|^2
+        i_xy, j_xy = bxy[moved[first]], bxy[other]
+        slope = 2.0 * (j_xy - i_xy)
+        level = np.sum(slope * base[first], axis=1) - (np.sum(j_xy ** 2, axis=1) - np.sum(i_xy ** 2, axis=1))
+        closer = (level[:, None] + slope @ offsets.T) > 0
+        starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
+        mine[first[starts]] &= ~np.logical_or.reduceat(closer, starts, axis=0)
+    who = np.broadcast_to(moved[:, None], mine.shape)[mine]
+    cols, rows = pixels[..., 0][mine], pixels[..., 1][mine]
     out = maps.copy()
     for c in range(cpl):
         src = old_layer[who] * cpl + c

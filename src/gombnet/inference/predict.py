@@ -53,8 +53,8 @@ class Prediction:
         What the lattice-orientation check of the layers did (see
         :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run.
     site_check : dict or None
-        What the site check did (``n_moved``, ``n_dropped``, ``n_windows`` fitted of
-        ``n_windows_total``; see :func:`gombnet.inference.lattice_sites.lattice_site_assignment`);
+        What the site check did (``n_moved``, ``n_dropped``, ``n_cells_fitted`` fitted of
+        ``n_cells``; see :func:`gombnet.inference.lattice_sites.lattice_site_assignment`);
         None when not run. The probability (and uncertainty) maps follow the atoms both checks
         moved (:func:`gombnet.inference.lattice_sites.relabel_maps`).
     refined : bool
