@@ -123,7 +123,8 @@ def test_a_large_field_is_fitted_in_cells_fitted_through_a_slow_rotation():
     def bend(p, deg_per_px=3.0 / size):  # the lattice turns by 3 degrees across the field
         ang = np.radians(deg_per_px * (p[:, 0] - centre))
         d = p - centre
-        return centre + np.c_[np.cos(ang) * d[:, 0] - np.sin(ang) * d[:, 1], np.sin(ang) * d[:, 0] + np.cos(ang) * d[:, 1]]
+        return centre + np.c_[np.cos(ang) * d[:, 0] - np.sin(ang) * d[:, 1],
+                              np.sin(ang) * d[:, 0] + np.cos(ang) * d[:, 1]]
 
     xy = np.vstack([bend(xy0), bend(xy1)])
     truth = np.concatenate([np.zeros(len(xy0), int), np.ones(len(xy1), int)])
@@ -147,7 +148,8 @@ def test_found_atoms_keep_class_and_channel_order():
     wrong = rng.choice(clear, size=20, replace=False)
     reported = truth.copy()
     reported[wrong] = 1 - reported[wrong]
-    found = {"x_px": xy[:, 0], "y_px": xy[:, 1], "channel": reported * 3 + cls, "score": np.arange(len(xy), dtype=float)}
+    found = {"x_px": xy[:, 0], "y_px": xy[:, 1], "channel": reported * 3 + cls,
+             "score": np.arange(len(xy), dtype=float)}
     out, info = site_check_found_atoms(found, n_layers=2, classes_per_layer=3, pixel_size_angstrom=PS)
     assert info["n_moved"] == 20 and np.all(np.diff(out["channel"]) >= 0)
     k = out["score"].astype(int)  # the score column identifies each atom
