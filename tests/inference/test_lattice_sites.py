@@ -93,16 +93,31 @@ def test_single_atoms_in_the_wrong_layer_go_back(twist):
 def test_a_copy_in_the_wrong_layer_is_dropped_and_an_adatom_stays():
     xy, truth = bilayer(25.0, seed=4)
     clear = np.flatnonzero(far_from_other_layer(xy, truth))[:6]
-    adatom = np.array([[70.3, 70.1]])
+    # the adatom: the point of the field farthest from every atom (off both lattices, close to none)
+    gy, gx = np.mgrid[20:120:0.5, 20:120:0.5]
+    grid = np.c_[gx.ravel(), gy.ravel()]
+    adatom = grid[[np.argmax(np.min(np.hypot(*(grid[:, None, :] - xy[None]).transpose(2, 0, 1)), axis=1))]]
     # the copies: the same columns reported once more in the other layer; the adatom in layer 0
     xy2 = np.vstack([xy, xy[clear], adatom])
     reported = np.concatenate([truth, 1 - truth[clear], [0]])
-    d_adatom = np.hypot(*(xy - adatom).T).min()
     new, keep, info = lattice_site_assignment(xy2[:, 0], xy2[:, 1], reported, pixel_size_angstrom=PS)
-    assert info["n_dropped"] == len(clear)
+    assert info["n_dropped"] == len(clear) and info["n_too_close"] == 0
     assert not keep[len(xy):len(xy) + len(clear)].any() and keep[:len(xy)].all()
-    if d_adatom > 4.0:  # off every site of layer 0: it fits neither lattice, stays
-        assert keep[-1] and new[-1] == 0
+    assert keep[-1] and new[-1] == 0
+
+
+def test_an_atom_too_close_to_another_of_its_layer_goes():
+    xy, truth = bilayer(25.0, seed=9)
+    k = int(np.flatnonzero(far_from_other_layer(xy, truth))[0])
+    extra = xy[k] + np.array([4.0, 0.0])  # 0.4 Å from a column of the same layer
+    xy2 = np.vstack([xy, extra])
+    reported = np.append(truth, truth[k])
+    new, keep, info = lattice_site_assignment(xy2[:, 0], xy2[:, 1], reported, pixel_size_angstrom=PS)
+    assert info["n_too_close"] == 1 and not keep[-1] and keep[:-1].all()
+    # with the rule off both stay
+    _, keep, info = lattice_site_assignment(xy2[:, 0], xy2[:, 1], reported, pixel_size_angstrom=PS,
+                                            min_separation=0.0)
+    assert keep.all() and info["n_too_close"] == 0
 
 
 def test_aligned_layers_are_left_alone():

@@ -563,7 +563,8 @@ def _site_check_text(check: dict | None) -> str:
         return " Site check: no clear honeycomb in every layer, atoms left where the network put them."
     return (f" Site check: each layer's honeycomb fitted in {check['n_cells_fitted']} of {check['n_cells']} "
             f"cells of the field; {check['n_moved']} atoms moved to the layer whose lattice sites they sit on, "
-            f"{check['n_dropped']} copies reported in two layers dropped.")
+            f"{check['n_dropped']} copies reported in two layers and {check.get('n_too_close', 0)} atoms too close to "
+            f"another of their layer dropped.")
 
 
 def _layer_check_text(check: dict | None) -> str:

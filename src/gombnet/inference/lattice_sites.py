@@ -12,7 +12,9 @@ out of the fit), and then moves an atom that sits on another layer's honeycomb b
 from its own to that layer; if that layer already has an atom there, the atom was reported
 twice and its copy in the wrong layer is dropped. An atom that fits both lattices (the
 layers nearly aligned, or a column where the two honeycombs cross) stays where the network
-put it; so do atoms that fit neither (adatoms, contamination, defects).
+put it; so do atoms that fit neither (adatoms, contamination, defects). Last, two atoms of one
+layer closer than 0.6 of its bond length cannot both be columns: the one farther from the
+layer's lattice is dropped.
 
 :func:`relabel_maps` moves the probability of moved atoms to their new layer's maps, so the
 maps that ``gombnet predict`` writes agree with its atoms.
@@ -161,7 +163,7 @@ def _layer_fits(xy, layer, guesses, inlier_px, min_atoms, starts=None):
 def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_layers: int = 2,
                             cell_angstrom: float = 20.0, inlier_angstrom: float = 0.35,
                             move_angstrom: float = 0.3, margin: float = 1.5, duplicate_angstrom: float = 0.5,
-                            min_atoms: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+                            min_separation: float = 0.6, min_atoms: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
     """New layer of every atom from each layer's fitted honeycomb.
 
     Parameters
@@ -186,6 +188,10 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         lattice and ``margin`` times closer to it than to its own.
     duplicate_angstrom : float
         A moving atom with an atom of its new layer closer than this [Å] is a copy: dropped.
+    min_separation : float
+        Two atoms of one layer closer than this fraction of its nearest-neighbour distance
+        (C-C; W-X in projection) cannot both be columns: the one farther from the layer's
+        fitted lattice is dropped.
     min_atoms : int
         Fewer atoms in a layer of a cell: that cell is left as it is.
 
@@ -195,14 +201,15 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     keep : (N,) bool array
         False for dropped copies.
     info : dict
-        ``n_moved``, ``n_dropped``, ``n_cells_fitted`` (cells whose honeycombs were fitted) of ``n_cells``.
+        ``n_moved``, ``n_dropped`` (copies), ``n_too_close`` (dropped for ``min_separation``),
+        ``n_cells_fitted`` (cells whose honeycombs were fitted) of ``n_cells``.
     """
     x, y = np.asarray(x_px, float), np.asarray(y_px, float)
     lay = np.asarray(layer, int)
     check(x.shape == y.shape == lay.shape, "x_px, y_px and layer must have the same length")
     check(pixel_size_angstrom > 0 and cell_angstrom > 0, "pixel_size_angstrom and cell_angstrom must be positive")
     new, keep = lay.copy(), np.ones(len(x), bool)
-    info = {"n_moved": 0, "n_dropped": 0, "n_cells_fitted": 0, "n_cells": 0}
+    info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0}
     if n_layers < 2 or len(x) == 0:
         return new, keep, info
     ps = float(pixel_size_angstrom)
@@ -220,6 +227,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     tree = cKDTree(xy)
     reach = 0.75 * float(cell.max())  # half a cell plus a quarter cell of margin
     candidates, previous = [], None
+    resid = np.full((len(x), n_layers), np.inf)  # [Å] to each layer's lattice, where fitted
     for w in np.unique(owner):
         centre = lo + (np.array([w % n_cells[0], w // n_cells[0]]) + 0.5) * cell
         region = np.asarray(tree.query_ball_point(centre, r=reach, p=np.inf), int)
@@ -231,6 +239,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         info["n_cells_fitted"] += 1
         idx = np.flatnonzero(owner == w)
         d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
+        resid[idx] = d
         own = d[np.arange(len(idx)), lay[idx]]
         d[np.arange(len(idx)), lay[idx]] = np.inf
         target = np.argmin(d, axis=1)
@@ -246,6 +255,16 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         else:
             new[i] = k
             info["n_moved"] += 1
+    # two atoms of one layer too close to be two columns: the one farther from the lattice goes
+    for k, (a_px, _) in enumerate(guesses):
+        ids = np.flatnonzero(keep & (new == k))
+        if len(ids) < 2:
+            continue
+        for a, b in cKDTree(xy[ids]).query_pairs(min_separation * a_px / np.sqrt(3.0), output_type="ndarray"):
+            ia, ib = ids[a], ids[b]
+            if keep[ia] and keep[ib] and np.isfinite(min(resid[ia, k], resid[ib, k])):
+                keep[ia if resid[ia, k] > resid[ib, k] else ib] = False
+                info["n_too_close"] += 1
     return new, keep, info
 
 
@@ -261,7 +280,7 @@ def site_check_found_atoms(found: dict, *, n_layers: int, classes_per_layer: int
     layer, cls = channel // classes_per_layer, channel % classes_per_layer
     new_layer, keep, info = lattice_site_assignment(found["x_px"], found["y_px"], layer, n_layers=n_layers,
                                                     pixel_size_angstrom=pixel_size_angstrom, **kwargs)
-    if not (info["n_moved"] or info["n_dropped"]):
+    if not (info["n_moved"] or info["n_dropped"] or info["n_too_close"]):
         return found, info
     new_channel = (new_layer * classes_per_layer + cls)[keep]
     order = np.argsort(new_channel, kind="stable")

@@ -53,7 +53,7 @@ class Prediction:
         What the lattice-orientation check of the layers did (see
         :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run.
     site_check : dict or None
-        What the site check did (``n_moved``, ``n_dropped``, ``n_cells_fitted`` fitted of
+        What the site check did (``n_moved``, ``n_dropped``, ``n_too_close``, ``n_cells_fitted`` of
         ``n_cells``; see :func:`gombnet.inference.lattice_sites.lattice_site_assignment`);
         None when not run. The probability (and uncertainty) maps follow the atoms both checks
         moved (:func:`gombnet.inference.lattice_sites.relabel_maps`).
@@ -186,7 +186,8 @@ def predict(image, model, *, pixel_size_angstrom: float, threshold: float = 0.5,
     lattice_sites : bool
         With ``lattice_layers``, then fit each layer's honeycomb (graphene; W + chalcogen columns
         of a TMD) and move a single atom that sits on another layer's honeycomb, far from its
-        own, to that layer, or drop it where that layer already has it
+        own, to that layer, or drop it where that layer already has it; of two atoms of one
+        layer closer than 0.6 bond lengths keep the one on the lattice
         (:func:`gombnet.inference.lattice_sites.lattice_site_assignment`); what it did is in
         ``Prediction.site_check``.
     refine : bool
