@@ -313,20 +313,27 @@ def relabel_maps(maps: np.ndarray, before: dict, after: dict, *, n_layers: int, 
     check(maps.ndim == 3 and maps.shape[0] % n_layers == 0,
           f"maps must be (C, H, W) with C a multiple of {n_layers}, got shape {maps.shape}")
     cpl = maps.shape[0] // n_layers
+    return _swap_pixels(maps, _moved_pixels(before, after, cpl, maps.shape[-2:], radius_px), cpl)
+
+
+def _moved_pixels(before: dict, after: dict, cpl: int, shape, radius_px: float):
+    """``(rows, cols, old_layer, new_layer)`` of the pixels that go with atoms which changed
+    layer (see :func:`relabel_maps`), or None when none did."""
     bxy = np.c_[np.asarray(before["x_px"], float), np.asarray(before["y_px"], float)]
     if len(bxy) == 0:
-        return maps
+        return None
     old_layer = np.asarray(before["channel"], int) // cpl
     new_layer = old_layer.copy()
+    tree = cKDTree(bxy)
     axy = np.c_[np.asarray(after["x_px"], float), np.asarray(after["y_px"], float)]
     if len(axy):
-        d, j = cKDTree(bxy).query(axy)
+        d, j = tree.query(axy)
         exact = d < 1e-9
         new_layer[j[exact]] = np.asarray(after["channel"], int)[exact] // cpl
     moved = np.flatnonzero(new_layer != old_layer)
     if len(moved) == 0:
-        return maps
-    h, w = maps.shape[-2:]
+        return None
+    h, w = shape
     r = int(np.ceil(radius_px))
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
     disk = dx ** 2 + dy ** 2 <= radius_px ** 2
@@ -336,7 +343,7 @@ def relabel_maps(maps: np.ndarray, before: dict, after: dict, *, n_layers: int, 
     pixels = base[:, None, :] + offsets[None]
     # a pixel goes with the atom nearest to it; the pixel lies within radius + 0.71 px of its
     # atom (disks are centred on the rounded position), so only atoms within twice that can be nearer
-    near = cKDTree(bxy).query_ball_point(bxy[moved], r=2.0 * (radius_px + 0.75))
+    near = tree.query_ball_point(bxy[moved], r=2.0 * (radius_px + 0.75))
     first = np.repeat(np.arange(len(moved)), [len(n) for n in near])
     other = np.concatenate(near).astype(int)
     rival = other != moved[first]
@@ -351,11 +358,18 @@ def relabel_maps(maps: np.ndarray, before: dict, after: dict, *, n_layers: int, 
         starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
         mine[first[starts]] &= ~np.logical_or.reduceat(closer, starts, axis=0)
     who = np.broadcast_to(moved[:, None], mine.shape)[mine]
-    cols, rows = pixels[..., 0][mine], pixels[..., 1][mine]
+    return pixels[..., 1][mine], pixels[..., 0][mine], old_layer[who], new_layer[who]
+
+
+def _swap_pixels(maps: np.ndarray, moves, cpl: int) -> np.ndarray:
+    """``maps`` with the values of the ``moves`` pixels swapped between their old and new
+    layer's channels (a copy), or ``maps`` itself when nothing moved."""
+    if moves is None:
+        return maps
+    rows, cols, old, new = moves
     out = maps.copy()
     for c in range(cpl):
-        src = old_layer[who] * cpl + c
-        dst = new_layer[who] * cpl + c
+        src, dst = old * cpl + c, new * cpl + c
         out[dst, rows, cols] = maps[src, rows, cols]
         out[src, rows, cols] = maps[dst, rows, cols]
     return out
@@ -382,7 +396,12 @@ def check_found_layers(found: dict, maps: np.ndarray, *, n_layers: int, classes_
     if lattice_sites:
         found, site_check = site_check_found_atoms(found, n_layers=n_layers, classes_per_layer=classes_per_layer,
                                                    pixel_size_angstrom=pixel_size_angstrom)
-    radius_px = MAP_RADIUS_ANGSTROM / pixel_size_angstrom
-    follow = [relabel_maps(m, network_found, found, n_layers=n_layers, radius_px=radius_px) if m is not None
-              else None for m in (maps, *extra_maps)]
+    maps = np.asarray(maps)
+    check(maps.ndim == 3 and maps.shape[0] == n_layers * classes_per_layer,
+          f"maps must be (C, H, W) with C = {n_layers} x {classes_per_layer}, got shape {maps.shape}")
+    check(all(m is None or np.shape(m) == maps.shape for m in extra_maps), "extra_maps must have the maps' shape")
+    # which pixels go with the moved atoms: found once, applied to every map
+    moves = _moved_pixels(network_found, found, classes_per_layer, maps.shape[-2:],
+                          MAP_RADIUS_ANGSTROM / pixel_size_angstrom)
+    follow = [None if m is None else _swap_pixels(np.asarray(m), moves, classes_per_layer) for m in (maps, *extra_maps)]
     return found, follow[0], layer_check, site_check, tuple(follow[1:])
