@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 
@@ -16,26 +18,16 @@ PS = 0.1  # Å/px
 A_PX = 2.46 / PS  # graphene
 
 
-def honeycomb(angle_deg, rng, *, size_px=140.0, a_px=A_PX, jitter_px=0.3, strain=None):
-    """Honeycomb sites inside a square [px], lattice vector at ``angle_deg``; ``strain`` (2x2) deforms it."""
-    t = np.radians(angle_deg)
-    a1 = a_px * np.array([np.cos(t), np.sin(t)])
-    a2 = a_px * np.array([np.cos(t + np.pi / 3), np.sin(t + np.pi / 3)])
-    n = int(2 * size_px / a_px) + 2
-    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n))
-    pts = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
-    pts = np.vstack([pts, pts + (a1 + a2) / 3])
-    if strain is not None:
-        pts = pts @ np.asarray(strain).T
-    pts = pts + rng.uniform(0, a_px, 2)
-    pts = pts[(pts >= 0).all(axis=1) & (pts < size_px).all(axis=1)]
-    return pts + rng.normal(0, jitter_px, pts.shape)
+@pytest.fixture
+def honeycomb(lattice_points):
+    """honeycomb(angle_deg, rng, ...): graphene at 0.1 Å/px in a 140 px square."""
+    return functools.partial(lattice_points.honeycomb, a_px=A_PX, size_px=140.0, jitter_px=0.3)
 
 
-def bilayer(twist_deg, seed=0, **kwargs):
-    rng = np.random.default_rng(seed)
-    layers = [honeycomb(11.0, rng, **kwargs), honeycomb(11.0 + twist_deg, rng, **kwargs)]
-    return np.vstack(layers), np.concatenate([np.full(len(p), k) for k, p in enumerate(layers)])
+@pytest.fixture
+def bilayer(lattice_points):
+    """bilayer(twist_deg, seed=0, ...): a twisted bilayer, the first layer at 11°."""
+    return functools.partial(lattice_points.bilayer, base_deg=11.0, a_px=A_PX, size_px=140.0, jitter_px=0.3)
 
 
 def far_from_other_layer(xy, truth, min_px=5.0):
@@ -45,7 +37,7 @@ def far_from_other_layer(xy, truth, min_px=5.0):
     return d.min(axis=1) > min_px
 
 
-def test_fit_recovers_a_strained_sheared_honeycomb_despite_outliers():
+def test_fit_recovers_a_strained_sheared_honeycomb_despite_outliers(honeycomb):
     rng = np.random.default_rng(3)
     strain = np.array([[1.03, 0.04], [0.0, 0.98]])
     pts = honeycomb(23.0, rng, strain=strain, jitter_px=0.2)
@@ -74,7 +66,7 @@ def test_fit_needs_points():
 
 
 @pytest.mark.parametrize("twist", [9.0, 21.8, 30.0, 47.0])
-def test_single_atoms_in_the_wrong_layer_go_back(twist):
+def test_single_atoms_in_the_wrong_layer_go_back(twist, bilayer):
     xy, truth = bilayer(twist)
     rng = np.random.default_rng(1)
     clear = np.flatnonzero(far_from_other_layer(xy, truth))
@@ -90,7 +82,7 @@ def test_single_atoms_in_the_wrong_layer_go_back(twist):
     assert keep.all() and info["n_moved"] == 0 and np.array_equal(same, truth)
 
 
-def test_a_copy_in_the_wrong_layer_is_dropped_and_an_adatom_stays():
+def test_a_copy_in_the_wrong_layer_is_dropped_and_an_adatom_stays(bilayer):
     xy, truth = bilayer(25.0, seed=4)
     clear = np.flatnonzero(far_from_other_layer(xy, truth))[:6]
     # the adatom: the point of the field farthest from every atom (off both lattices, close to none)
@@ -106,7 +98,7 @@ def test_a_copy_in_the_wrong_layer_is_dropped_and_an_adatom_stays():
     assert keep[-1] and new[-1] == 0
 
 
-def test_an_atom_too_close_to_another_of_its_layer_goes():
+def test_an_atom_too_close_to_another_of_its_layer_goes(bilayer):
     xy, truth = bilayer(25.0, seed=9)
     k = int(np.flatnonzero(far_from_other_layer(xy, truth))[0])
     extra = xy[k] + np.array([4.0, 0.0])  # 0.4 Å from a column of the same layer
@@ -120,7 +112,7 @@ def test_an_atom_too_close_to_another_of_its_layer_goes():
     assert keep.all() and info["n_too_close"] == 0
 
 
-def test_aligned_layers_are_left_alone():
+def test_aligned_layers_are_left_alone(honeycomb):
     rng = np.random.default_rng(5)
     pts = honeycomb(11.0, rng)
     xy = np.vstack([pts, pts + rng.normal(0, 0.3, pts.shape)])  # AA stacking: every column in both
@@ -129,7 +121,7 @@ def test_aligned_layers_are_left_alone():
     assert keep.all() and info["n_moved"] == 0 and np.array_equal(new, reported)
 
 
-def test_a_large_field_is_fitted_in_cells_fitted_through_a_slow_rotation():
+def test_a_large_field_is_fitted_in_cells_through_a_slow_rotation(honeycomb):
     rng = np.random.default_rng(6)
     size = 600.0
     xy0, xy1 = honeycomb(11.0, rng, size_px=size), honeycomb(36.0, rng, size_px=size)
@@ -155,7 +147,7 @@ def test_a_large_field_is_fitted_in_cells_fitted_through_a_slow_rotation():
     assert np.sum(one != truth) > np.sum(new != truth)
 
 
-def test_found_atoms_keep_class_and_channel_order():
+def test_found_atoms_keep_class_and_channel_order(bilayer):
     xy, truth = bilayer(30.0, seed=7)
     rng = np.random.default_rng(7)
     cls = rng.integers(0, 3, len(xy))
@@ -210,7 +202,7 @@ def test_permuted_atoms_match_permuted_maps():
         assert perm_maps[c_new, 0, 0] == c_old
 
 
-def test_evaluation_scores_the_maps_and_atoms_after_the_checks():
+def test_evaluation_scores_the_maps_and_atoms_after_the_checks(bilayer):
     """Atoms of a twisted bilayer rendered as perfect maps, a twelfth of them in the other
     layer's map: the site check gives them back, and the maps and the score follow."""
     xy, truth = bilayer(27.0, seed=8, size_px=128.0)

@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 
@@ -8,27 +10,16 @@ A_PX = 24.6  # graphene lattice constant at 0.1 Å/px
 SIZE_PX = 600.0
 
 
-def honeycomb(angle_deg, rng, a_px=A_PX, size=SIZE_PX, jitter_px=0.4, basis=True):
-    """Honeycomb (or, with basis=False, triangular) lattice points inside a square, rotated."""
-    t = np.radians(angle_deg)
-    a1 = a_px * np.array([np.cos(t), np.sin(t)])
-    a2 = a_px * np.array([np.cos(t + np.pi / 3), np.sin(t + np.pi / 3)])
-    n = int(2 * size / a_px) + 2
-    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n))
-    pts = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
-    if basis:
-        pts = np.vstack([pts, pts + (a1 + a2) / 3])
-    pts = pts + rng.uniform(0, a_px, 2)
-    pts = pts[(pts >= 0).all(axis=1) & (pts < size).all(axis=1)]
-    return pts + rng.normal(0, jitter_px, pts.shape)
+@pytest.fixture
+def honeycomb(lattice_points):
+    """honeycomb(angle_deg, rng, ...): points of one lattice, graphene at 0.1 Å/px in a 600 px square."""
+    return functools.partial(lattice_points.honeycomb, a_px=A_PX, size_px=SIZE_PX, jitter_px=0.4)
 
 
-def bilayer(twist_deg, seed=0, **kwargs):
-    rng = np.random.default_rng(seed)
-    layers = [honeycomb(17.0, rng, **kwargs), honeycomb(17.0 + twist_deg, rng, **kwargs)]
-    xy = np.vstack(layers)
-    truth = np.concatenate([np.full(len(p), k) for k, p in enumerate(layers)])
-    return xy, truth
+@pytest.fixture
+def bilayer(lattice_points):
+    """bilayer(twist_deg, seed=0): a twisted bilayer, the first layer at 17°."""
+    return functools.partial(lattice_points.bilayer, base_deg=17.0, a_px=A_PX, size_px=SIZE_PX, jitter_px=0.4)
 
 
 def swap_disk(xy, layer, centre=(200.0, 250.0), radius=120.0):
@@ -37,7 +28,7 @@ def swap_disk(xy, layer, centre=(200.0, 250.0), radius=120.0):
 
 
 @pytest.mark.parametrize("twist", [12.0, 21.8, 30.0, 48.0])
-def test_a_swapped_region_goes_back_to_its_layers(twist):
+def test_a_swapped_region_goes_back_to_its_layers(twist, bilayer):
     xy, truth = bilayer(twist)
     found, swapped = swap_disk(xy, truth)
     fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
@@ -47,7 +38,7 @@ def test_a_swapped_region_goes_back_to_its_layers(twist):
     assert twist_found == pytest.approx(min(twist % 60, 60 - twist % 60), abs=0.5)
 
 
-def test_a_consistent_bilayer_is_left_alone():
+def test_a_consistent_bilayer_is_left_alone(bilayer):
     xy, truth = bilayer(25.0, seed=1)
     fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], truth, np.ones(len(xy), bool))
     assert info["applied"] and info["n_moved"] == 0
@@ -55,7 +46,7 @@ def test_a_consistent_bilayer_is_left_alone():
 
 
 @pytest.mark.parametrize("twist", [1.0, 2.0, 4.0, 58.5])
-def test_layers_a_few_degrees_apart_are_told_apart_by_their_local_rotation(twist):
+def test_layers_a_few_degrees_apart_are_told_apart_by_their_local_rotation(twist, bilayer):
     xy, truth = bilayer(twist, seed=2)
     found, swapped = swap_disk(xy, truth)
     fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
@@ -69,7 +60,7 @@ def test_layers_a_few_degrees_apart_are_told_apart_by_their_local_rotation(twist
     np.testing.assert_array_equal(kept, found)
 
 
-def test_aligned_layers_are_not_judged():
+def test_aligned_layers_are_not_judged(bilayer):
     xy, truth = bilayer(0.2, seed=2)
     found, _ = swap_disk(xy, truth)
     fixed, info = lattice_layer_assignment(xy[:, 0], xy[:, 1], found, np.ones(len(xy), bool))
@@ -78,7 +69,7 @@ def test_aligned_layers_are_not_judged():
 
 
 @pytest.mark.parametrize("jitter_px", [0.4, 1.0])
-def test_one_lattice_split_at_random_is_not_judged(jitter_px):
+def test_one_lattice_split_at_random_is_not_judged(jitter_px, honeycomb):
     # the noise of the local rotations splits them into halves over 0.5 deg apart at 1 px
     # (0.1 Å) of jitter; they are still too close for their spread
     rng = np.random.default_rng(3)
@@ -89,7 +80,7 @@ def test_one_lattice_split_at_random_is_not_judged(jitter_px):
     np.testing.assert_array_equal(fixed, layer)
 
 
-def test_other_atoms_follow_the_lattice_atoms_around_them():
+def test_other_atoms_follow_the_lattice_atoms_around_them(honeycomb):
     # W-like triangular lattices decide; atoms beside them (chalcogen-like) follow
     rng = np.random.default_rng(4)
     metal = [honeycomb(5.0 + 20.0 * k, rng, a_px=31.5, basis=False) for k in range(2)]
@@ -103,7 +94,7 @@ def test_other_atoms_follow_the_lattice_atoms_around_them():
     assert np.mean(fixed[~lattice] == truth[~lattice]) > 0.97
 
 
-def test_found_atoms_keep_channel_order_and_classes():
+def test_found_atoms_keep_channel_order_and_classes(bilayer):
     xy, truth = bilayer(20.0, seed=5)
     found_layer, _ = swap_disk(xy, truth)
     cls = np.arange(len(xy)) % 3  # three classes per layer, class 0 the lattice
@@ -119,7 +110,7 @@ def test_found_atoms_keep_channel_order_and_classes():
     assert one_layer is found and not info["applied"]
 
 
-def test_bad_input():
+def test_bad_input(bilayer):
     xy, truth = bilayer(20.0)
     lattice = np.ones(len(xy), bool)
     with pytest.raises(GombnetError, match="one length"):
@@ -134,7 +125,7 @@ def test_bad_input():
     assert not info["applied"] and "too few" in info["reason"]
 
 
-def test_small_swapped_regions_are_left():
+def test_small_swapped_regions_are_left(bilayer):
     xy, truth = bilayer(21.8, seed=6)
     lattice = np.ones(len(xy), bool)
     # a few atoms: their neighbourhoods are mostly the right layer's, nothing moves
