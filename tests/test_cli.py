@@ -163,7 +163,7 @@ def test_predict_analyze_batch(tmp_path, tiny_run, real_data):
     plain = tmp_path / "plain"
     assert run("predict", good, "--model", tiny_run, "--out", plain, "--no-lattice-layers").exit_code == 0
     assert json.loads((plain / "twisted_bilayer_graphene" / "summary.json").read_text())["layer_check"] is None
-    assert set(summary["site_check"]) >= {"n_moved", "n_dropped", "n_cells_fitted", "n_cells"}
+    assert set(summary["site_check"]) >= {"n_moved", "n_dropped", "n_cells_fitted", "n_cells", "n_cells_swapped"}
     no_sites = tmp_path / "no_sites"
     assert run("predict", good, "--model", tiny_run, "--out", no_sites, "--no-lattice-sites").exit_code == 0
     no_sites_summary = json.loads((no_sites / "twisted_bilayer_graphene" / "summary.json").read_text())

@@ -53,6 +53,7 @@ def test_evaluate_model_on_a_tiny_run(tmp_path, tiny_graphene):
     assert (check["n_moved"] > 0) == (check["n_changed"] > 0)
     sites = results["site_check"]
     assert sites["n_images"] == 12 and 0 <= sites["n_fitted"] <= 12 and sites["n_moved"] >= 0
+    assert sites["n_cells_swapped"] == 0  # tiny images are one cell each: no neighbours to link
     unchecked = evaluate_model(tmp_path / "run", tiny_graphene, split="all", lattice_layers=False)
     assert "layer_check" not in unchecked and "site_check" not in unchecked
     assert not unchecked["meta"]["lattice_sites"]

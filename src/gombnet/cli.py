@@ -32,7 +32,9 @@ LATTICE_LAYERS_OPTION = typer.Option(True, help="Give regions where the network 
 LATTICE_SITES_OPTION = typer.Option(True, help="Then fit each layer's honeycomb and give a single atom that sits on "
                                                 "another layer's honeycomb, far from its own, to that layer (or drop "
                                                 "it where that layer already has it); of two atoms of one layer "
-                                                "closer than 0.6 bond lengths, drop the one off the lattice.")
+                                                "closer than 0.6 bond lengths, drop the one off the lattice. On large "
+                                                "fields, fitted in cells; a cell the network swapped as a "
+                                                "whole is named after its neighbours.")
 REFINE_OPTION = typer.Option(False, help="Move each atom by the model's position refiner "
                                          "(the shipped graphene has one): a few per cent lower position error, "
                                          "but bond lengths of a distorted lattice evened out (README).")
@@ -271,9 +273,10 @@ def evaluate(
                    f"{c['n_moved']} atoms in {c['n_changed']} (--no-lattice-layers to score without it)")
     if "site_check" in results:
         c = results["site_check"]
+        swapped = f"; relabelled {c['n_cells_swapped']} cells swapped as a whole" if c.get("n_cells_swapped") else ""
         typer.echo(f"Site check: honeycombs fitted in {c['n_fitted']} of {c['n_images']} images, moved {c['n_moved']} "
                    f"atoms to another layer, dropped {c['n_dropped']} copies and {c['n_too_close']} atoms too close "
-                   f"to another of their layer (--no-lattice-sites to score without it)")
+                   f"to another of their layer{swapped} (--no-lattice-sites to score without it)")
     if by is not None:
         typer.echo(format_groups(results["groups"]))
     if json_out is not None:

@@ -181,8 +181,9 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         ``lattice_layers``, ``layer_check``: images judged (``n_applied``), images changed
         (``n_changed``) and atoms moved (``n_moved``) by the lattice check of the layers, and
         ``site_check``: images whose honeycombs were fitted (``n_fitted``), atoms moved
-        (``n_moved``), copies dropped (``n_dropped``) and atoms dropped as too close to another
-        of their layer (``n_too_close``) by the site check.
+        (``n_moved``), copies dropped (``n_dropped``), atoms dropped as too close to another
+        of their layer (``n_too_close``) and cells relabelled as a whole (``n_cells_swapped``) by the
+        site check.
     """
     check(0 < threshold < 1, f"threshold must be in (0, 1), got {threshold}")
     check(radius_angstrom > 0, f"matching radius must be > 0 Å, got {radius_angstrom}")
@@ -279,7 +280,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         results["site_check"] = {"n_images": len(sites), "n_fitted": sum(c["n_cells_fitted"] > 0 for c in sites),
                                  "n_moved": sum(c["n_moved"] for c in sites),
                                  "n_dropped": sum(c["n_dropped"] for c in sites),
-                                 "n_too_close": sum(c.get("n_too_close", 0) for c in sites)}
+                                 "n_too_close": sum(c.get("n_too_close", 0) for c in sites),
+                                 "n_cells_swapped": sum(c.get("n_cells_swapped", 0) for c in sites)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
                        "lattice_layers": lattice_layers, "lattice_sites": bool(lattice_layers and lattice_sites),

@@ -136,3 +136,14 @@ def test_report_says_when_positions_were_refined(tmp_path):
     summary = {"pixel_size_angstrom": 0.1, "model": "graphene", "n_atoms": 3, "layer_check": None}
     assert "position refiner" not in html_report(tmp_path, summary, {}, [])
     assert "position refiner" in html_report(tmp_path, {**summary, "positions_refined": True}, {}, [])
+
+
+def test_report_says_what_the_site_check_did(tmp_path):
+    from gombnet.analysis.report import html_report
+
+    summary = {"pixel_size_angstrom": 0.1, "model": "graphene", "n_atoms": 3, "layer_check": None}
+    check = {"n_moved": 40, "n_dropped": 2, "n_too_close": 1, "n_cells_fitted": 9, "n_cells": 9, "n_cells_swapped": 0}
+    page = html_report(tmp_path, {**summary, "site_check": check}, {}, [])
+    assert "honeycomb fitted in 9 of 9 cells" in page and "40 atoms moved" in page and "swapped" not in page
+    page = html_report(tmp_path, {**summary, "site_check": {**check, "n_cells_swapped": 3}}, {}, [])
+    assert "(3 cells the network had swapped as a whole)" in page

@@ -147,6 +147,30 @@ def test_a_large_field_is_fitted_in_cells_through_a_slow_rotation(honeycomb):
     assert np.sum(one != truth) > np.sum(new != truth)
 
 
+
+@pytest.mark.parametrize("twist", [0.5, 1.2])
+def test_cells_the_network_swapped_as_a_whole_are_named_after_their_neighbours(twist, lattice_points):
+    # a nearly aligned bilayer over 60 nm: no local rotation tells the layers apart, and each cell's
+    # honeycombs fitted to swapped labels agree with them; only the neighbouring cells can tell
+    xy, truth = lattice_points.bilayer(twist, base_deg=11.0, seed=4, a_px=A_PX, size_px=600.0, jitter_px=0.3)
+    reported = np.where(xy[:, 0] > 400.0, 1 - truth, truth)  # the right third of the field swapped
+    rng = np.random.default_rng(2)
+    # (where the two honeycombs cross, an atom of either layer is as good as the other's)
+    clear = np.flatnonzero(far_from_other_layer(xy, truth))
+    wrong = rng.choice(clear, size=len(xy) // 25, replace=False)  # and single atoms, as before
+    reported[wrong] = 1 - reported[wrong]
+    new, keep, info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS)
+    assert keep.all() and info["n_cells"] == 9 and info["n_cells_swapped"] >= 2
+    assert np.mean(new[clear] == truth[clear]) > 0.99 and info["n_moved"] == np.sum(new != reported)
+    # without the links the swapped third stays swapped
+    alone, _, alone_info = lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS,
+                                                   link_atoms=10**9)
+    assert alone_info["n_cells_swapped"] == 0 and np.mean(alone[clear] == truth[clear]) < 0.9
+    # the consistent bilayer is left as it is
+    same, _, same_info = lattice_site_assignment(xy[:, 0], xy[:, 1], truth, pixel_size_angstrom=PS)
+    assert same_info["n_cells_swapped"] == 0 and np.mean(same[clear] == truth[clear]) > 0.995
+
+
 def test_found_atoms_keep_class_and_channel_order(bilayer):
     xy, truth = bilayer(30.0, seed=7)
     rng = np.random.default_rng(7)

@@ -562,9 +562,15 @@ def _site_check_text(check: dict | None) -> str:
     if not check.get("n_cells_fitted"):
         return " Site check: no clear honeycomb in every layer, atoms left where the network put them."
     return (f" Site check: each layer's honeycomb fitted in {check['n_cells_fitted']} of {check['n_cells']} "
-            f"cells of the field; {check['n_moved']} atoms moved to the layer whose lattice sites they sit on, "
+            f"cells of the field{_swapped_cells_text(check)}; {check['n_moved']} atoms moved to the layer whose "
+            f"lattice sites they sit on, "
             f"{check['n_dropped']} copies reported in two layers and {check.get('n_too_close', 0)} atoms too close to "
             f"another of their layer dropped.")
+
+
+def _swapped_cells_text(check: dict) -> str:
+    n = check.get("n_cells_swapped", 0)
+    return f" ({n} {'cell' if n == 1 else 'cells'} the network had swapped as a whole)" if n else ""
 
 
 def _layer_check_text(check: dict | None) -> str:

@@ -16,6 +16,13 @@ put it; so do atoms that fit neither (adatoms, contamination, defects). Last, tw
 layer closer than 0.6 of its bond length cannot both be columns: the one farther from the
 layer's lattice is dropped.
 
+Where the network swapped the layers over a whole region (near-aligned layers, whose lattice
+orientations cannot tell them apart), each cell's fits follow its swapped labels and no single
+atom looks wrong. So neighbouring cells are linked through the atoms of their common margin
+(each atom sits on the same physical lattice in both cells' fits), the lattices are named
+consistently from cell to cell, and a cell whose names disagree with its neighbours' is
+relabelled as a whole. The check then runs a second time on the corrected layers.
+
 :func:`relabel_maps` moves the probability of moved atoms to their new layer's maps, so the
 maps that ``gombnet predict`` writes agree with its atoms.
 
@@ -24,7 +31,9 @@ Pixel convention: x = column, y = row.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
+from itertools import permutations
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -160,10 +169,78 @@ def _layer_fits(xy, layer, guesses, inlier_px, min_atoms, starts=None):
     return fits
 
 
+def _cell_links(xy, cells, n_across, n_layers, inlier_px, link_atoms):
+    """Links ``(strength, i, j, perm)`` between neighbouring fitted cells: fit ``k`` of cell ``j``
+    is the lattice of fit ``perm[k]`` of cell ``i``, judged on the atoms of their common margin
+    that sit on exactly one lattice of each cell."""
+    links = []
+    where = {w: n for n, (w, *_) in enumerate(cells)}
+    for i, (w, _, region_i, fits_i) in enumerate(cells):
+        for dx, dy in ((1, 0), (-1, 1), (0, 1), (1, 1)):
+            cx, cy = w % n_across + dx, w // n_across + dy
+            j = where.get(cy * n_across + cx) if 0 <= cx < n_across else None
+            if j is None:
+                continue
+            common = np.intersect1d(region_i, cells[j][2])
+            on_i = np.stack([f.residual_px(xy[common]) < inlier_px for f in fits_i], axis=1)
+            on_j = np.stack([f.residual_px(xy[common]) < inlier_px for f in cells[j][3]], axis=1)
+            one = (on_i.sum(1) == 1) & (on_j.sum(1) == 1)
+            if one.sum() < link_atoms:
+                continue
+            votes = np.zeros((n_layers, n_layers), int)  # [fit of j, fit of i]
+            np.add.at(votes, (on_j[one].argmax(1), on_i[one].argmax(1)), 1)
+            scores = sorted((int(votes[np.arange(n_layers), perm].sum()), perm)
+                            for perm in permutations(range(n_layers)))
+            (second, _), (best, perm) = scores[-2], scores[-1]
+            if best >= link_atoms and best >= 2 * second:
+                links.append((best - second, i, j, perm))
+    return links
+
+
+def _cell_permutations(xy, layer, cells, n_across, n_layers, inlier_px, link_atoms):
+    """For each fitted cell, the layer ``perm[k]`` that its fit ``k`` (of the atoms the network
+    put in layer ``k``) is the lattice of, named consistently over linked neighbours."""
+    identity = tuple(range(n_layers))
+    perms = [identity] * len(cells)
+    links = _cell_links(xy, cells, n_across, n_layers, inlier_px, link_atoms)
+    if not links:
+        return perms
+    neighbours = {}
+    for strength, i, j, perm in links:
+        inverse = tuple(int(v) for v in np.argsort(perm))
+        neighbours.setdefault(i, []).append((strength, j, perm))
+        neighbours.setdefault(j, []).append((strength, i, inverse))
+    counts = [np.bincount(layer[idx], minlength=n_layers) for _, idx, _, _ in cells]
+    named = {}
+    # strongest links first (Prim), from the most populated cell of each group of linked cells
+    for root in sorted(neighbours, key=lambda c: -counts[c].sum()):
+        if root in named:
+            continue
+        named[root], group, heap = identity, [root], []
+        for strength, j, perm in neighbours[root]:
+            heapq.heappush(heap, (-strength, root, j, perm))
+        while heap:
+            _, i, j, perm = heapq.heappop(heap)
+            if j in named:
+                continue
+            named[j] = tuple(named[i][perm[k]] for k in range(n_layers))
+            group.append(j)
+            for strength, m, p in neighbours[j]:
+                if m not in named:
+                    heapq.heappush(heap, (-strength, j, m, p))
+        # of the ways to name the group's layers, the one that keeps most of the network's labels
+        sigma = max(permutations(range(n_layers)), key=lambda sg: sum(
+            counts[c][k] for c in group for k in range(n_layers) if sg[named[c][k]] == k))
+        for c in group:
+            perms[c] = tuple(sigma[named[c][k]] for k in range(n_layers))
+    return perms
+
+
 def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_layers: int = 2,
                             cell_angstrom: float = 20.0, inlier_angstrom: float = 0.35,
                             move_angstrom: float = 0.3, margin: float = 1.5, duplicate_angstrom: float = 0.5,
-                            min_separation: float = 0.6, min_atoms: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+                            min_separation: float = 0.6, min_atoms: int = 10,
+                            link_atoms: int = 10, passes: int = 2) -> tuple[np.ndarray, np.ndarray, dict]:
     """New layer of every atom from each layer's fitted honeycomb.
 
     Parameters
@@ -194,6 +271,17 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         fitted lattice is dropped.
     min_atoms : int
         Fewer atoms in a layer of a cell: that cell is left as it is.
+    link_atoms : int
+        Two neighbouring cells are linked (their fits named as the same layers, or swapped) when
+        at least this many atoms of their common margin each sit on one lattice of either cell,
+        and twice as many of them link the lattices one way as the other. Over the links, each
+        cell's lattices are named after its neighbours' (strongest links first), so that a cell
+        the network reported with its layers swapped is relabelled as a whole; of the two ways
+        to name all linked cells, the one that keeps more of the network's labels is taken.
+    passes : int
+        The whole check runs this many times, each on the layers (and kept atoms) the last one
+        left: where the network swapped a region whose edge cuts through cells, the first pass
+        puts most of it right and the second fits cleaner honeycombs.
 
     Returns
     -------
@@ -201,19 +289,41 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     keep : (N,) bool array
         False for dropped copies.
     info : dict
-        ``n_moved``, ``n_dropped`` (copies), ``n_too_close`` (dropped for ``min_separation``),
-        ``n_cells_fitted`` (cells whose honeycombs were fitted) of ``n_cells``.
+        ``n_moved`` (kept atoms that end in another layer), ``n_dropped`` (copies), ``n_too_close``
+        (dropped for ``min_separation``), ``n_cells_fitted`` (cells whose honeycombs were fitted) of ``n_cells``,
+        ``n_cells_swapped`` (cells relabelled as a whole).
     """
     x, y = np.asarray(x_px, float), np.asarray(y_px, float)
     lay = np.asarray(layer, int)
     check(x.shape == y.shape == lay.shape, "x_px, y_px and layer must have the same length")
     check(pixel_size_angstrom > 0 and cell_angstrom > 0, "pixel_size_angstrom and cell_angstrom must be positive")
+    check(passes >= 1, f"passes must be at least 1, got {passes}")
     new, keep = lay.copy(), np.ones(len(x), bool)
-    info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0}
+    info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0, "n_cells_swapped": 0}
     if n_layers < 2 or len(x) == 0:
         return new, keep, info
-    ps = float(pixel_size_angstrom)
-    xy = np.c_[x, y]
+    settings = dict(n_layers=n_layers, cell_angstrom=cell_angstrom, inlier_angstrom=inlier_angstrom,
+                    move_angstrom=move_angstrom, margin=margin, duplicate_angstrom=duplicate_angstrom,
+                    min_separation=min_separation, min_atoms=min_atoms, link_atoms=link_atoms)
+    for _ in range(passes):
+        # each pass fits the honeycombs to the layers the previous pass left
+        kept = np.flatnonzero(keep)
+        layer_k, keep_k, done = _site_pass(np.c_[x, y][kept], new[kept], float(pixel_size_angstrom), **settings)
+        new[kept], keep[kept[~keep_k]] = layer_k, False
+        for key in ("n_dropped", "n_too_close", "n_cells_swapped"):
+            info[key] += done[key]
+        info.update(n_cells_fitted=done["n_cells_fitted"], n_cells=done["n_cells"])
+    info["n_moved"] = int(np.sum(keep & (new != lay)))  # kept atoms that end in another layer
+    return new, keep, info
+
+
+def _site_pass(xy, lay, ps, *, n_layers, cell_angstrom, inlier_angstrom, move_angstrom, margin,
+               duplicate_angstrom, min_separation, min_atoms, link_atoms):
+    """One pass of :func:`lattice_site_assignment` over points ``xy`` [px] reported in layers ``lay``."""
+    new, keep = lay.copy(), np.ones(len(xy), bool)
+    info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0, "n_cells_swapped": 0}
+    if len(xy) == 0:
+        return new, keep, info
     guesses = _layer_guesses(xy, lay, n_layers, ps, min_atoms)
     lo, hi = xy.min(0), xy.max(0)
     win = cell_angstrom / ps
@@ -226,8 +336,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         return new, keep, info
     tree = cKDTree(xy)
     reach = 0.75 * float(cell.max())  # half a cell plus a quarter cell of margin
-    candidates, previous = [], None
-    resid = np.full((len(x), n_layers), np.inf)  # [Å] to each layer's lattice, where fitted
+    cells, previous = [], None
     for w in np.unique(owner):
         centre = lo + (np.array([w % n_cells[0], w // n_cells[0]]) + 0.5) * cell
         region = np.asarray(tree.query_ball_point(centre, r=reach, p=np.inf), int)
@@ -236,25 +345,36 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         if fits is None:
             continue
         previous = fits
-        info["n_cells_fitted"] += 1
-        idx = np.flatnonzero(owner == w)
+        cells.append((w, np.flatnonzero(owner == w), region, fits))
+    info["n_cells_fitted"] = len(cells)
+    # where the network swapped the layers over a whole cell, that cell's fits follow the swap:
+    # which lattice is which layer is followed from cell to cell and the cell's atoms relabelled
+    work = lay.copy()
+    perms = _cell_permutations(xy, lay, cells, int(n_cells[0]), n_layers, inlier_angstrom / ps, link_atoms)
+    candidates = []
+    resid = np.full((len(xy), n_layers), np.inf)  # [Å] to each layer's lattice, where fitted
+    for (_, idx, _, fits), perm in zip(cells, perms):
+        if perm != tuple(range(n_layers)):
+            work[idx] = np.asarray(perm)[lay[idx]]
+            info["n_cells_swapped"] += 1
+            fits = [fits[perm.index(k)] for k in range(n_layers)]
         d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
         resid[idx] = d
-        own = d[np.arange(len(idx)), lay[idx]]
-        d[np.arange(len(idx)), lay[idx]] = np.inf
+        own = d[np.arange(len(idx)), work[idx]]
+        d[np.arange(len(idx)), work[idx]] = np.inf
         target = np.argmin(d, axis=1)
         best = d[np.arange(len(idx)), target]
         move = (best < move_angstrom) & (own > margin * best) & (own > inlier_angstrom)
         candidates += list(zip(idx[move], target[move]))
+    new = work.copy()
     # copies are judged against the atoms the network put in each layer
-    trees = {k: cKDTree(xy[lay == k]) for k in range(n_layers) if np.any(lay == k)}
+    trees = {k: cKDTree(xy[work == k]) for k in range(n_layers) if np.any(work == k)}
     for i, k in candidates:
         if k in trees and trees[k].query(xy[i])[0] * ps < duplicate_angstrom:
             keep[i] = False
             info["n_dropped"] += 1
         else:
             new[i] = k
-            info["n_moved"] += 1
     # two atoms of one layer too close to be two columns: the one farther from the lattice goes
     for k, (a_px, _) in enumerate(guesses):
         ids = np.flatnonzero(keep & (new == k))
@@ -265,6 +385,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
             if keep[ia] and keep[ib] and np.isfinite(min(resid[ia, k], resid[ib, k])):
                 keep[ia if resid[ia, k] > resid[ib, k] else ib] = False
                 info["n_too_close"] += 1
+    info["n_moved"] = int(np.sum(keep & (new != lay)))  # kept atoms that end in another layer
     return new, keep, info
 
 

@@ -54,7 +54,7 @@ class Prediction:
         :func:`gombnet.inference.layers.lattice_layer_assignment`); None when not run.
     site_check : dict or None
         What the site check did (``n_moved``, ``n_dropped``, ``n_too_close``, ``n_cells_fitted`` of
-        ``n_cells``; see :func:`gombnet.inference.lattice_sites.lattice_site_assignment`);
+        ``n_cells``, ``n_cells_swapped``; see :func:`gombnet.inference.lattice_sites.lattice_site_assignment`);
         None when not run. The probability (and uncertainty) maps follow the atoms both checks
         moved (:func:`gombnet.inference.lattice_sites.relabel_maps`).
     refined : bool
