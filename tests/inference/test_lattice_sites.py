@@ -171,6 +171,17 @@ def test_cells_the_network_swapped_as_a_whole_are_named_after_their_neighbours(t
     assert same_info["n_cells_swapped"] == 0 and np.mean(same[clear] == truth[clear]) > 0.995
 
 
+def test_later_passes_mend_a_swapped_region_whose_edge_cuts_through_cells(lattice_points):
+    xy, truth = lattice_points.bilayer(1.2, base_deg=11.0, seed=5, a_px=A_PX, size_px=600.0, jitter_px=0.3)
+    reported = np.where(xy[:, 0] > 330.0, 1 - truth, truth)  # the edge in the middle of a cell
+    clear = far_from_other_layer(xy, truth)
+    right = [np.mean(lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS,
+                                             passes=passes)[0][clear] == truth[clear]) for passes in (1, 3)]
+    assert right[0] < 0.97 and right[1] > 0.99
+    with pytest.raises(GombnetError, match="passes"):
+        lattice_site_assignment(xy[:, 0], xy[:, 1], reported, pixel_size_angstrom=PS, passes=0)
+
+
 def test_found_atoms_keep_class_and_channel_order(bilayer):
     xy, truth = bilayer(30.0, seed=7)
     rng = np.random.default_rng(7)

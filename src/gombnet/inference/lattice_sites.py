@@ -21,7 +21,8 @@ orientations cannot tell them apart), each cell's fits follow its swapped labels
 atom looks wrong. So neighbouring cells are linked through the atoms of their common margin
 (each atom sits on the same physical lattice in both cells' fits), the lattices are named
 consistently from cell to cell, and a cell whose names disagree with its neighbours' is
-relabelled as a whole. The check then runs a second time on the corrected layers.
+relabelled as a whole. The check then runs again on the corrected layers, until a pass
+changes nothing (at most three passes).
 
 :func:`relabel_maps` moves the probability of moved atoms to their new layer's maps, so the
 maps that ``gombnet predict`` writes agree with its atoms.
@@ -240,7 +241,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
                             cell_angstrom: float = 20.0, inlier_angstrom: float = 0.35,
                             move_angstrom: float = 0.3, margin: float = 1.5, duplicate_angstrom: float = 0.5,
                             min_separation: float = 0.6, min_atoms: int = 10,
-                            link_atoms: int = 10, passes: int = 2) -> tuple[np.ndarray, np.ndarray, dict]:
+                            link_atoms: int = 10, passes: int = 3) -> tuple[np.ndarray, np.ndarray, dict]:
     """New layer of every atom from each layer's fitted honeycomb.
 
     Parameters
@@ -279,9 +280,10 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         the network reported with its layers swapped is relabelled as a whole; of the two ways
         to name all linked cells, the one that keeps more of the network's labels is taken.
     passes : int
-        The whole check runs this many times, each on the layers (and kept atoms) the last one
-        left: where the network swapped a region whose edge cuts through cells, the first pass
-        puts most of it right and the second fits cleaner honeycombs.
+        The whole check runs up to this many times, each on the layers (and kept atoms) the last
+        one left, until a pass changes nothing: where the network swapped a region whose edge
+        cuts through cells, the first pass puts most of it right and the next fit cleaner
+        honeycombs.
 
     Returns
     -------
@@ -290,7 +292,8 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         False for dropped copies.
     info : dict
         ``n_moved`` (kept atoms that end in another layer), ``n_dropped`` (copies), ``n_too_close``
-        (dropped for ``min_separation``), ``n_cells_fitted`` (cells whose honeycombs were fitted) of ``n_cells``,
+        (dropped for ``min_separation``), ``n_cells_fitted`` (cells whose honeycombs were fitted, in the
+        pass that fitted most) of ``n_cells``,
         ``n_cells_swapped`` (cells relabelled as a whole).
     """
     x, y = np.asarray(x_px, float), np.asarray(y_px, float)
@@ -309,10 +312,13 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
         # each pass fits the honeycombs to the layers the previous pass left
         kept = np.flatnonzero(keep)
         layer_k, keep_k, done = _site_pass(np.c_[x, y][kept], new[kept], float(pixel_size_angstrom), **settings)
+        changed = np.any(layer_k != new[kept]) or not keep_k.all()
         new[kept], keep[kept[~keep_k]] = layer_k, False
         for key in ("n_dropped", "n_too_close", "n_cells_swapped"):
             info[key] += done[key]
-        info.update(n_cells_fitted=done["n_cells_fitted"], n_cells=done["n_cells"])
+        info.update(n_cells_fitted=max(info["n_cells_fitted"], done["n_cells_fitted"]), n_cells=done["n_cells"])
+        if not changed:
+            break
     info["n_moved"] = int(np.sum(keep & (new != lay)))  # kept atoms that end in another layer
     return new, keep, info
 
