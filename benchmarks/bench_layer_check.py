@@ -5,7 +5,8 @@ rotation, and that + the site check of single atoms.
 (:func:`gombnet.inference.layers.lattice_layer_assignment`): by the atoms' bond orientations when
 the layers are 8° or more apart, else by each layer's local lattice rotation; then it gives single
 atoms to the layer whose fitted honeycomb they sit on
-(:func:`gombnet.inference.lattice_sites.lattice_site_assignment`). This runs the model
+(:func:`gombnet.inference.lattice_sites.lattice_site_assignment`; on large fields in cells, a cell the
+network swapped as a whole named after its neighbours). This runs the model
 once per image (``lattice_layers=False``), applies the variants to the same atoms and scores
 each against the true columns (atom F1 under the best layer assignment, matched within 0.5 Å).
 
