@@ -325,7 +325,8 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
 
 def _site_pass(xy, lay, ps, *, n_layers, cell_angstrom, inlier_angstrom, move_angstrom, margin,
                duplicate_angstrom, min_separation, min_atoms, link_atoms):
-    """One pass of :func:`lattice_site_assignment` over points ``xy`` [px] reported in layers ``lay``."""
+    """One pass of :func:`lattice_site_assignment` over points ``xy`` [px] reported in layers ``lay``
+    (its ``n_moved`` is left to the caller, which counts over all passes)."""
     new, keep = lay.copy(), np.ones(len(xy), bool)
     info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0, "n_cells_swapped": 0}
     if len(xy) == 0:
@@ -373,7 +374,7 @@ def _site_pass(xy, lay, ps, *, n_layers, cell_angstrom, inlier_angstrom, move_an
         move = (best < move_angstrom) & (own > margin * best) & (own > inlier_angstrom)
         candidates += list(zip(idx[move], target[move]))
     new = work.copy()
-    # copies are judged against the atoms the network put in each layer
+    # copies are judged against each layer's atoms as reported (after whole cells were relabelled)
     trees = {k: cKDTree(xy[work == k]) for k in range(n_layers) if np.any(work == k)}
     for i, k in candidates:
         if k in trees and trees[k].query(xy[i])[0] * ps < duplicate_angstrom:
@@ -391,7 +392,6 @@ def _site_pass(xy, lay, ps, *, n_layers, cell_angstrom, inlier_angstrom, move_an
             if keep[ia] and keep[ib] and np.isfinite(min(resid[ia, k], resid[ib, k])):
                 keep[ia if resid[ia, k] > resid[ib, k] else ib] = False
                 info["n_too_close"] += 1
-    info["n_moved"] = int(np.sum(keep & (new != lay)))  # kept atoms that end in another layer
     return new, keep, info
 
 
