@@ -273,7 +273,7 @@ def evaluate(
                    f"{c['n_moved']} atoms in {c['n_changed']} (--no-lattice-layers to score without it)")
     if "site_check" in results:
         c = results["site_check"]
-        swapped = f"; relabelled {c['n_cells_swapped']} cells swapped as a whole" if c.get("n_cells_swapped") else ""
+        swapped = f"; relabelled {c['n_cells_swapped']} cells swapped as a whole" if c["n_cells_swapped"] else ""
         typer.echo(f"Site check: honeycombs fitted in {c['n_fitted']} of {c['n_images']} images, moved {c['n_moved']} "
                    f"atoms to another layer, dropped {c['n_dropped']} copies and {c['n_too_close']} atoms too close "
                    f"to another of their layer{swapped} (--no-lattice-sites to score without it)")

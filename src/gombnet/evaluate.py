@@ -280,8 +280,8 @@ def evaluate_model(model, data: str | os.PathLike, *, split: str = "test", radiu
         results["site_check"] = {"n_images": len(sites), "n_fitted": sum(c["n_cells_fitted"] > 0 for c in sites),
                                  "n_moved": sum(c["n_moved"] for c in sites),
                                  "n_dropped": sum(c["n_dropped"] for c in sites),
-                                 "n_too_close": sum(c.get("n_too_close", 0) for c in sites),
-                                 "n_cells_swapped": sum(c.get("n_cells_swapped", 0) for c in sites)}
+                                 "n_too_close": sum(c["n_too_close"] for c in sites),
+                                 "n_cells_swapped": sum(c["n_cells_swapped"] for c in sites)}
     results["meta"] = {"model": name, "data": str(data), "split": split, "n_images": int(len(idx)),
                        "radius_angstrom": radius_angstrom, "threshold": threshold, **grouping,
                        "lattice_layers": lattice_layers, "lattice_sites": bool(lattice_layers and lattice_sites),

@@ -50,6 +50,9 @@ __all__ = ["HoneycombFit", "fit_honeycomb", "lattice_site_assignment", "site_che
 # half the C-C bond, so neighbouring atoms keep their own pixels
 MAP_RADIUS_ANGSTROM = 0.7
 
+# what one pass of the site check counts
+_PASS_COUNTS = ("n_dropped", "n_too_close", "n_cells_fitted", "n_cells", "n_cells_swapped")
+
 # lattice vectors a1, a2 (columns) of a honeycomb of lattice constant 1, a1 along x
 _CELL = np.array([[1.0, 0.5], [0.0, np.sqrt(3.0) / 2.0]])
 _CELL_INV = np.linalg.inv(_CELL)
@@ -302,7 +305,7 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
     check(pixel_size_angstrom > 0 and cell_angstrom > 0, "pixel_size_angstrom and cell_angstrom must be positive")
     check(passes >= 1, f"passes must be at least 1, got {passes}")
     new, keep = lay.copy(), np.ones(len(x), bool)
-    info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0, "n_cells_swapped": 0}
+    info = {"n_moved": 0, **dict.fromkeys(_PASS_COUNTS, 0)}
     if n_layers < 2 or len(x) == 0:
         return new, keep, info
     settings = dict(n_layers=n_layers, cell_angstrom=cell_angstrom, inlier_angstrom=inlier_angstrom,
@@ -325,10 +328,10 @@ def lattice_site_assignment(x_px, y_px, layer, *, pixel_size_angstrom: float, n_
 
 def _site_pass(xy, lay, ps, *, n_layers, cell_angstrom, inlier_angstrom, move_angstrom, margin,
                duplicate_angstrom, min_separation, min_atoms, link_atoms):
-    """One pass of :func:`lattice_site_assignment` over points ``xy`` [px] reported in layers ``lay``
-    (its ``n_moved`` is left to the caller, which counts over all passes)."""
+    """One pass of :func:`lattice_site_assignment` over points ``xy`` [px] reported in layers ``lay``:
+    new layers, kept atoms and the ``_PASS_COUNTS`` (``n_moved`` is counted by the caller over all passes)."""
     new, keep = lay.copy(), np.ones(len(xy), bool)
-    info = {"n_moved": 0, "n_dropped": 0, "n_too_close": 0, "n_cells_fitted": 0, "n_cells": 0, "n_cells_swapped": 0}
+    info = dict.fromkeys(_PASS_COUNTS, 0)
     if len(xy) == 0:
         return new, keep, info
     guesses = _layer_guesses(xy, lay, n_layers, ps, min_atoms)
@@ -356,26 +359,24 @@ def _site_pass(xy, lay, ps, *, n_layers, cell_angstrom, inlier_angstrom, move_an
     info["n_cells_fitted"] = len(cells)
     # where the network swapped the layers over a whole cell, that cell's fits follow the swap:
     # which lattice is which layer is followed from cell to cell and the cell's atoms relabelled
-    work = lay.copy()
     perms = _cell_permutations(xy, lay, cells, int(n_cells[0]), n_layers, inlier_angstrom / ps, link_atoms)
     candidates = []
     resid = np.full((len(xy), n_layers), np.inf)  # [Å] to each layer's lattice, where fitted
     for (_, idx, _, fits), perm in zip(cells, perms):
         if perm != tuple(range(n_layers)):
-            work[idx] = np.asarray(perm)[lay[idx]]
+            new[idx] = np.asarray(perm)[lay[idx]]
             info["n_cells_swapped"] += 1
             fits = [fits[perm.index(k)] for k in range(n_layers)]
         d = np.stack([f.residual_px(xy[idx]) for f in fits], axis=1) * ps
         resid[idx] = d
-        own = d[np.arange(len(idx)), work[idx]]
-        d[np.arange(len(idx)), work[idx]] = np.inf
+        own = d[np.arange(len(idx)), new[idx]]
+        d[np.arange(len(idx)), new[idx]] = np.inf
         target = np.argmin(d, axis=1)
         best = d[np.arange(len(idx)), target]
         move = (best < move_angstrom) & (own > margin * best) & (own > inlier_angstrom)
         candidates += list(zip(idx[move], target[move]))
-    new = work.copy()
     # copies are judged against each layer's atoms as reported (after whole cells were relabelled)
-    trees = {k: cKDTree(xy[work == k]) for k in range(n_layers) if np.any(work == k)}
+    trees = {k: cKDTree(xy[new == k]) for k in range(n_layers) if np.any(new == k)}
     for i, k in candidates:
         if k in trees and trees[k].query(xy[i])[0] * ps < duplicate_angstrom:
             keep[i] = False
